@@ -1,0 +1,1 @@
+"""The Broden dataset format: primitives, writer, reader and download."""
