@@ -129,12 +129,16 @@ class BrodenWriter:
 
     def close(self) -> Path:
         """Write the metadata CSVs and move the finished dataset into place."""
-        if not self._rows:
-            raise ValueError("refusing to write an empty Broden dataset: add at least one image")
-        index = pd.DataFrame(self._rows, columns=[*INDEX_COLUMNS, *self.categories])
-        index.to_csv(self._tmp / "index.csv", index=False)
-        self._write_label_tables()
-        self._tmp.rename(self.root)
+        try:
+            if not self._rows:
+                raise ValueError("refusing to write an empty Broden dataset: add at least one image")
+            index = pd.DataFrame(self._rows, columns=[*INDEX_COLUMNS, *self.categories])
+            index.to_csv(self._tmp / "index.csv", index=False)
+            self._write_label_tables()
+            self._tmp.rename(self.root)
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
         return self.root
 
     def _check_category(self, category: str, *, image_level: bool) -> None:
