@@ -127,6 +127,12 @@ class BrodenWriter:
         self._rows.append(row)
         return image_rel
 
+    def add_file(self, name: str, text: str) -> None:
+        """Add a text file (e.g. a generator's metadata) at the dataset root; it appears with the dataset."""
+        if Path(name).name != name or name in {"index.csv", "category.csv", "label.csv"} or name.startswith("c_"):
+            raise ValueError(f"{name!r} must be a plain file name that is not one of the Broden tables")
+        (self._tmp / name).write_text(text, encoding="utf-8")
+
     def close(self) -> Path:
         """Write the metadata CSVs and move the finished dataset into place."""
         try:
