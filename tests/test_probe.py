@@ -128,7 +128,7 @@ def test_layer_structure_follows_broden(probe_224: Path) -> None:
     for _, row in scenes.iterrows():
         assert row["color"] and row["object"] and row["scene"].isdigit() and not row["texture"]
         parts = row["part"].split(";") if row["part"] else []
-        assert [Path(p).stem.rsplit("_", 1)[-1] for p in parts] in ([], ["part"], ["1", "2"])
+        assert [Path(p).stem.rsplit("_", 1)[-1] for p in parts] in ([], ["1"], ["1", "2"])
     assert set(index["image"]) == {
         str(p.relative_to(probe_224 / "images")) for p in (probe_224 / "images").rglob("*.jpg")
     }

@@ -10,6 +10,8 @@ import numpy as np
 CATEGORIES: tuple[str, ...] = ("color", "object", "part", "material", "scene", "texture")
 #: Categories whose labels apply to a whole image and are stored as integers in ``index.csv``.
 IMAGE_LEVEL_CATEGORIES: frozenset[str] = frozenset({"scene", "texture"})
+#: Pixel categories that can have several layers; real Broden numbers their files ``_<k>`` even when there is one.
+MULTI_LAYER_CATEGORIES: frozenset[str] = frozenset({"part"})
 #: Columns of ``index.csv`` that precede the per-category columns.
 INDEX_COLUMNS: tuple[str, ...] = ("image", "split", "ih", "iw", "sh", "sw")
 #: Fraction of images assigned to the ``train`` split by the md5 rule.

@@ -21,6 +21,7 @@ from unitscope.broden.format import (
     CATEGORIES,
     IMAGE_LEVEL_CATEGORIES,
     INDEX_COLUMNS,
+    MULTI_LAYER_CATEGORIES,
     encode_labels,
     format_cell,
     split_of,
@@ -111,8 +112,9 @@ class BrodenWriter:
                 layer = np.asarray(layer)
                 if layer.shape != (self.label_size, self.label_size):
                     raise ValueError(f"{category} layer {k} of {stem!r} has shape {layer.shape}")
-                name = f"{source}/{stem}_{category}.png" if len(layers) == 1 else f"{source}/{stem}_{category}_{k}.png"
-                Image.fromarray(encode_labels(layer)).save(self._tmp / "images" / name)
+                numbered = len(layers) > 1 or category in MULTI_LAYER_CATEGORIES
+                name = f"{source}/{stem}_{category}_{k}.png" if numbered else f"{source}/{stem}_{category}.png"
+                Image.fromarray(encode_labels(layer)).save(self._tmp / "images" / name, compress_level=1)
                 names.append(name)
             self._count_pixels(category, layers)
             row[category] = format_cell(names)
@@ -159,10 +161,11 @@ class BrodenWriter:
             raise ValueError(f"label number {number} is not in the label table")
 
     def _count_pixels(self, category: str, layers: Sequence[np.ndarray]) -> None:
-        stacked = np.stack([np.asarray(layer) for layer in layers])
-        numbers, counts = np.unique(stacked[stacked > 0], return_counts=True)
+        counts = np.bincount(np.concatenate([np.asarray(layer).ravel() for layer in layers]))
+        counts[0] = 0
         pixels = float(self.label_size * self.label_size)
-        for number, count in zip(numbers.tolist(), counts.tolist()):
+        for number in np.flatnonzero(counts).tolist():
+            count = int(counts[number])
             self._check_label(number)
             stats = self._stats[(category, number)]
             stats[0] += 1
