@@ -1,0 +1,155 @@
+"""unitscope CLI commands for models: ``layers``, ``extract``, ``train-probecnn``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from unitscope import train
+from unitscope.activations import ActivationCacheWriter, extract_batches
+from unitscope.broden.reader import BrodenDataset, image_loader
+from unitscope.models import (
+    NORMALIZATIONS,
+    LayerError,
+    LoadedModel,
+    ModelSpecError,
+    layer_shapes,
+    load_model,
+    resolve_layers,
+)
+from unitscope.options import categories_option, device_option, shard_option
+
+
+def _load(spec: str, arch: str | None, param_hint: str = "'--model'") -> LoadedModel:
+    try:
+        return load_model(spec, arch)
+    except ModelSpecError as error:
+        raise click.BadParameter(str(error), param_hint=param_hint) from error
+    except (OSError, RuntimeError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+@click.command("layers")
+@click.argument("spec")
+@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
+@click.option(
+    "--image-size", type=click.IntRange(min=1), default=224, show_default=True, help="Input height and width."
+)
+def layers(spec: str, arch: str | None, image_size: int) -> None:
+    """List the layers of model SPEC with their output shape for one image."""
+    model = _load(spec, arch, param_hint="'SPEC'")
+    try:
+        shapes = layer_shapes(model.module, (image_size, image_size))
+    except RuntimeError as error:
+        raise click.ClickException(
+            f"{spec}: forward pass at {image_size} px failed ({error}); try another --image-size"
+        ) from error
+    width = max(len(name) for name, _ in shapes)
+    click.echo(f"{'layer':<{width}}  {'output shape':<20}  units")
+    for name, shape in shapes:
+        click.echo(f"{name:<{width}}  {'×'.join(map(str, shape)):<20}  {shape[0] if shape else 1}")
+
+
+@click.command("extract")
+@click.option("--dataset", "dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--model", "spec", required=True, help="Model spec (see docs/cli.md).")
+@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
+@click.option("--layer", "layer_names", multiple=True, required=True, help="Dotted layer name; repeat for several.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Cache directory.")
+@shard_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@device_option
+@click.option(
+    "--normalize", type=click.Choice(NORMALIZATIONS), default=None, help="Input normalisation (default: the model's)."
+)
+@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use only the first N images.")
+@categories_option
+def extract(
+    dataset_dir, spec, arch, layer_names, out, shard, batch_size, device, normalize, max_images, categories
+) -> None:
+    """Extract activations of one or more layers into an activation cache (docs/outputs.md)."""
+    model = _load(spec, arch)
+    try:
+        resolve_layers(model.module, layer_names)
+    except LayerError as error:
+        raise click.BadParameter(str(error), param_hint="'--layer'") from error
+    try:
+        dataset = BrodenDataset(dataset_dir, categories)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    n_images = len(dataset) if max_images is None else min(max_images, len(dataset))
+    rows = shard.range(n_images) if shard else range(n_images)
+    if not rows:
+        raise click.BadParameter(
+            f"shard {shard} of {n_images} images is empty; use fewer shards", param_hint="'--shard'"
+        )
+    normalize = normalize or model.default_normalize
+    info = {"path": str(dataset.root.resolve()), "images": n_images, "index_sha256": dataset.index_sha256()}
+    batches = image_loader(dataset, rows, batch_size)
+    try:
+        with ActivationCacheWriter(
+            out,
+            image_start=rows.start,
+            image_stop=rows.stop,
+            model=model.name,
+            model_spec=spec,
+            dataset=info,
+            extra={"normalize": normalize, "categories": dataset.categories},
+        ) as writer:
+            extracted = extract_batches(model.module, layer_names, batches, normalize, device)
+            for indices, activations in tqdm(
+                extracted, total=math.ceil(len(rows) / batch_size), desc="extract", disable=None
+            ):
+                writer.write(indices, activations)
+    except (LayerError, OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"wrote activations of {len(rows)} images for {', '.join(layer_names)} to {out}")
+
+
+def _parse_checkpoints(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return sorted({int(item) for item in value.split(",") if item.strip()})
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of iterations, e.g. 0,1,2,4") from error
+
+
+@click.command("train-probecnn")
+@click.option("--dataset", "dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--iterations", type=click.IntRange(min=0), default=train.ITERATIONS, show_default=True, help="SGD steps."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--checkpoints", callback=_parse_checkpoints, default=None, help="Iterations to save (default 0,1,2,4,…,N)."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=train.BATCH_SIZE, show_default=True, help="Images per step."
+)
+@device_option
+def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, device) -> None:
+    """Train ProbeCNN on the probe set's scene classes, saving checkpoints for dissection."""
+    try:
+        log = train.train_probecnn(
+            dataset_dir,
+            out,
+            iterations=iterations,
+            seed=seed,
+            checkpoints=checkpoints,
+            batch_size=batch_size,
+            device=device,
+        )
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(
+        f"trained probecnn for {log['iterations']} iterations: "
+        f"val accuracy {log['final_val_accuracy']:.3f}; wrote {out}"
+    )
+
+
+COMMANDS = [layers, extract, train_probecnn]

@@ -1,0 +1,36 @@
+"""Models to dissect: spec registry, layer lookup, input normalisation, and the pipeline's ProbeCNN.
+
+``load_model(spec)`` resolves a model spec (``docs/cli.md``); importing this package registers the
+torchvision, Places365, EfficientNet-Lite0 and ProbeCNN models.
+"""
+
+from __future__ import annotations
+
+from unitscope.models import places365, probecnn, zoo  # noqa: F401  (registration side effects)
+from unitscope.models.layers import LayerError, layer_shapes, resolve_layers
+from unitscope.models.normalize import KINDS as NORMALIZATIONS
+from unitscope.models.normalize import normalizer
+from unitscope.models.registry import (
+    SPEC_FORMS,
+    LoadedModel,
+    ModelSpecError,
+    list_models,
+    load_model,
+    register_family,
+    register_model,
+)
+
+__all__ = [
+    "NORMALIZATIONS",
+    "SPEC_FORMS",
+    "LayerError",
+    "LoadedModel",
+    "ModelSpecError",
+    "layer_shapes",
+    "list_models",
+    "load_model",
+    "normalizer",
+    "register_family",
+    "register_model",
+    "resolve_layers",
+]

@@ -1,0 +1,205 @@
+"""Model specs (``docs/cli.md``, "Model specs") and the registry that resolves them.
+
+In the style of timm, every loadable model is one registered function. A spec names it as
+``[family:]name[@weights]``: ``torchvision:resnet18@imagenet``, ``places365:resnet18``,
+``efficientnet-lite0``, ``probecnn``. Two spec forms load models from outside the registry:
+``python:MODULE:CALLABLE`` (any callable returning an ``nn.Module``) and ``file:PATH`` with
+``arch=SPEC`` (a local state_dict loaded into the architecture of a registered spec).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unitscope.models.checkpoint import load_state_dict_into, read_state_dict
+
+#: Seed used to initialise every untrained architecture, so "untrained" means the same weights everywhere.
+INIT_SEED = 0
+
+SPEC_FORMS = (
+    "torchvision:NAME",
+    "torchvision:NAME@imagenet",
+    "places365:NAME",
+    "efficientnet-lite0",
+    "efficientnet-lite0@imagenet",
+    "probecnn",
+    "python:MODULE:CALLABLE",
+    "file:PATH (with --arch SPEC)",
+)
+
+
+#: Families with more names than this are not listed in full in error messages.
+_LISTED_NAMES = 12
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be resolved; the message says what is valid."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered model: how to build its architecture and which weights it can load.
+
+    ``build(state_dict)`` returns the randomly initialised architecture (the caller seeds the RNG);
+    ``state_dict`` is the checkpoint about to be loaded (or ``None``), for architectures whose head
+    size follows the checkpoint. ``weights`` maps a weight tag (``imagenet``, ``places365``) to a
+    function that loads those weights into the built module; ``default_weights`` is the tag used
+    when the spec names none (``None``: untrained).
+    """
+
+    build: Callable[[Mapping[str, torch.Tensor] | None], nn.Module]
+    weights: Mapping[str, Callable[[nn.Module], None]] = field(default_factory=dict)
+    default_weights: str | None = None
+    normalize: str = "imagenet"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for dissection: ``module`` is in eval mode on the CPU."""
+
+    module: nn.Module
+    spec: str
+    name: str
+    default_normalize: str
+
+
+_MODELS: dict[str, Callable[[], ModelEntry]] = {}
+_FAMILIES: dict[str, tuple[Callable[[], list[str]], Callable[[str], ModelEntry]]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[[], ModelEntry]], Callable[[], ModelEntry]]:
+    """Decorator: register a function returning the :class:`ModelEntry` of the spec ``name``."""
+
+    def decorate(function: Callable[[], ModelEntry]) -> Callable[[], ModelEntry]:
+        _MODELS[name] = function
+        return function
+
+    return decorate
+
+
+def register_family(family: str, names: Callable[[], list[str]], entry: Callable[[str], ModelEntry]) -> None:
+    """Register a family of specs ``family:NAME``; ``names()`` lists the valid NAMEs."""
+    _FAMILIES[family] = (names, entry)
+
+
+def list_models() -> list[str]:
+    """Every registered spec name (without weight tags), families expanded."""
+    names = list(_MODELS)
+    for family, (family_names, _) in _FAMILIES.items():
+        names += [f"{family}:{name}" for name in family_names()]
+    return sorted(names)
+
+
+def _close_matches(word: str, candidates: list[str]) -> str:
+    matches = difflib.get_close_matches(word, candidates, n=5, cutoff=0.5)
+    return f" Did you mean {', '.join(matches)}?" if matches else ""
+
+
+def resolve_entry(spec: str) -> tuple[ModelEntry, str | None]:
+    """The registry entry of a ``[family:]name[@weights]`` spec and the weight tag it asks for."""
+    base, _, tag = spec.partition("@")
+    family, sep, name = base.partition(":")
+    if sep:
+        if family not in _FAMILIES:
+            raise ModelSpecError(
+                f"unknown model spec {spec!r}: no model family {family!r}; valid forms: {', '.join(SPEC_FORMS)}"
+            )
+        names_of, entry_of = _FAMILIES[family]
+        valid = names_of()
+        if name not in valid:
+            listing = ", ".join(valid) if len(valid) <= _LISTED_NAMES else f"{len(valid)} names, e.g. {valid[0]}"
+            raise ModelSpecError(
+                f"unknown model {name!r} in spec {spec!r} ({family} models: {listing})." + _close_matches(name, valid)
+            )
+        entry = entry_of(name)
+    elif base in _MODELS:
+        entry = _MODELS[base]()
+    else:
+        raise ModelSpecError(
+            f"unknown model spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}." + _close_matches(base, list_models())
+        )
+    weights = tag or entry.default_weights
+    if tag and tag not in entry.weights:
+        offered = ", ".join(f"{base}@{t}" for t in entry.weights) or "none (untrained only)"
+        raise ModelSpecError(f"model spec {spec!r}: unknown weights {tag!r}; weights offered: {offered}")
+    return entry, weights
+
+
+def build_untrained(entry: ModelEntry, state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """Build an entry's architecture, initialised from :data:`INIT_SEED` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        return entry.build(state_dict)
+
+
+def _short_name(spec: str) -> str:
+    """``torchvision:resnet18@imagenet`` → ``resnet18``."""
+    return spec.partition("@")[0].split(":", 1)[-1]
+
+
+def _load_python(spec: str) -> nn.Module:
+    target = spec.removeprefix("python:")
+    module_name, sep, attribute = target.rpartition(":")
+    if not sep or not module_name or not attribute:
+        raise ModelSpecError(f"model spec {spec!r}: expected python:MODULE:CALLABLE, e.g. python:mypkg.nets:build")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ModelSpecError(f"model spec {spec!r}: cannot import module {module_name!r} ({error})") from error
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        public = [n for n in dir(module) if not n.startswith("_")]
+        raise ModelSpecError(
+            f"model spec {spec!r}: module {module_name!r} has no callable {attribute!r}."
+            + _close_matches(attribute, public)
+        )
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(
+            f"model spec {spec!r}: {attribute}() returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def _load_file(spec: str, arch: str | None) -> tuple[nn.Module, str, str]:
+    path = Path(spec.removeprefix("file:"))
+    if not arch:
+        raise ModelSpecError(
+            f"model spec {spec!r} needs --arch SPEC naming the architecture, e.g. --arch torchvision:resnet18"
+        )
+    if arch.startswith(("file:", "python:")):
+        raise ModelSpecError(
+            f"--arch {arch!r}: the architecture must be a registered model spec, not {arch.split(':')[0]}:"
+        )
+    entry, _ = resolve_entry(arch)
+    state_dict = read_state_dict(path)
+    module = build_untrained(entry, state_dict)
+    load_state_dict_into(module, state_dict, source=str(path))
+    return module, f"{_short_name(arch)} [{path.name}]", entry.normalize
+
+
+def load_model(spec: str, arch: str | None = None) -> LoadedModel:
+    """Load the model a spec names (see :data:`SPEC_FORMS`), in eval mode on the CPU.
+
+    ``arch`` is required for ``file:PATH`` specs and rejected for others.
+    """
+    if arch is not None and not spec.startswith("file:"):
+        raise ModelSpecError(f"--arch is only used with file:PATH specs, not with {spec!r}")
+    if spec.startswith("python:"):
+        module, name, normalize = _load_python(spec), spec.removeprefix("python:"), "imagenet"
+    elif spec.startswith("file:"):
+        module, name, normalize = _load_file(spec, arch)
+    else:
+        entry, weights = resolve_entry(spec)
+        module = build_untrained(entry)
+        if weights is not None:
+            entry.weights[weights](module)
+        name, normalize = f"{_short_name(spec)} ({weights or 'untrained'})", entry.normalize
+    return LoadedModel(module=module.eval().cpu(), spec=spec, name=name, default_normalize=normalize)

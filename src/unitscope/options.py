@@ -1,0 +1,103 @@
+"""Options shared by the commands that run models: device choice and image shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error; ``cuda:N`` is accepted."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
+        return torch.device(name)
+    raise ValueError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` (0-based) of ``count`` contiguous image ranges."""
+
+    index: int
+    count: int
+
+    def range(self, n_images: int) -> range:
+        """Images ``index·N//count … (index+1)·N//count``: contiguous, disjoint, covering ``0…N``."""
+        return range(self.index * n_images // self.count, (self.index + 1) * n_images // self.count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """Parse ``I/N`` (0 ≤ I < N)."""
+    index, sep, count = text.partition("/")
+    try:
+        shard = Shard(int(index), int(count))
+    except ValueError:
+        shard = None
+    if not sep or shard is None or not 0 <= shard.index < shard.count:
+        raise ValueError(f"shard {text!r} must be I/N with 0 <= I < N, e.g. 0/4")
+    return shard
+
+
+class ShardType(click.ParamType):
+    """click parameter type for ``--shard I/N``."""
+
+    name = "I/N"
+
+    def convert(self, value, param, ctx) -> Shard:
+        if isinstance(value, Shard):
+            return value
+        try:
+            return parse_shard(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+class DeviceType(click.ParamType):
+    """click parameter type for ``--device auto|cpu|cuda`` that resolves to a ``torch.device``."""
+
+    name = "auto|cpu|cuda"
+
+    def convert(self, value, param, ctx) -> torch.device:
+        if isinstance(value, torch.device):
+            return value
+        try:
+            return resolve_device(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+device_option = click.option(
+    "--device", type=DeviceType(), default="auto", show_default=True, help="Where to run the model."
+)
+shard_option = click.option(
+    "--shard", type=ShardType(), default=None, help="Process only image shard I of N (contiguous ranges)."
+)
+
+
+def _split_categories(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("give at least one category, e.g. object,part", ctx=ctx, param=param)
+    return names
+
+
+categories_option = click.option(
+    "--categories",
+    default=None,
+    callback=_split_categories,
+    help="Comma-separated Broden categories to use (default: all in category.csv).",
+)
