@@ -1,0 +1,296 @@
+"""What each page shows, computed from the collected runs (no I/O, no HTML).
+
+Paths returned here are site-relative POSIX paths; templates turn them into page-relative links.
+Units are 1-based in text and page names, 0-based in strip file names (as NetDissect names images).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from unitscope.summary import display_name
+from unitscope.report.collect import CATEGORY_ORDER, Collection, Run, natural_key, slugify
+
+TOP_PER_CATEGORY = 5
+PLURALS = {"object": "objects", "scene": "scenes", "part": "parts", "material": "materials",
+           "texture": "textures", "color": "colors"}
+#: Units listed on a concept page besides its detectors (closest non-detectors by IoU).
+CONCEPT_EXTRA_ROWS = 50
+
+
+def layer_path(run: Run) -> str:
+    return f"{run.slug}/index.html"
+
+
+def unit_path(run: Run, unit: int) -> str:
+    """Page of 1-based ``unit``."""
+    return f"{run.slug}/unit-{unit:04d}.html"
+
+
+def strip_path(run: Run, unit: int) -> str:
+    """Strip image of 1-based ``unit``; the file name is 0-based like NetDissect's images."""
+    return f"{run.slug}/strips/{unit - 1:04d}.webp"
+
+
+@dataclass
+class UnitInfo:
+    """One unit of one run, as its page, its layer card and the search index show it."""
+
+    unit: int
+    label: str  # raw label name, "" when the best IoU is 0
+    category: str
+    score: float
+    threshold: float
+    detector: bool
+    best: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # category -> [(label, iou)]
+    images: list[tuple[int, str, float]] = field(default_factory=list)  # (image_index, image, max activation)
+
+    @property
+    def display(self) -> str:
+        return display_name(self.label) if self.label else "(no label)"
+
+
+def unit_infos(run: Run) -> list[UnitInfo]:
+    """Every unit of ``run`` in unit order, with its top labels per category and its top images."""
+    tally = run.tally
+    best: dict[int, dict[str, list[tuple[str, float]]]] = defaultdict(dict)
+    top = run.ious[run.ious["iou"] > 0].groupby(["unit", "category"], sort=False).head(TOP_PER_CATEGORY)
+    for unit, category, label, iou in zip(top["unit"], top["category"], top["label"], top["iou"]):
+        best[int(unit)].setdefault(str(category), []).append((str(label), float(iou)))
+    images: dict[int, list[tuple[int, str, float]]] = defaultdict(list)
+    frame = run.top_images
+    for unit, index, image, activation in zip(
+        frame["unit"], frame["image_index"], frame["image"], frame["max_activation"]
+    ):
+        images[int(unit)].append((int(index), str(image), float(activation)))
+    infos = []
+    for unit, row in zip(tally.index, tally.itertuples(index=False)):
+        score = float(row.score) if row.score == row.score else 0.0
+        per_category = {c: best[unit][c] for c in CATEGORY_ORDER if c in best[unit]}
+        per_category.update({c: v for c, v in sorted(best[unit].items()) if c not in per_category})
+        infos.append(
+            UnitInfo(
+                unit=int(unit),
+                label=str(row.label) if score > 0 else "",
+                category=str(row.category) if score > 0 else "",
+                score=score,
+                threshold=float(run.thresholds[unit - 1]),
+                detector=run.is_detector(score),
+                best=per_category,
+                images=images[int(unit)],
+            )
+        )
+    return infos
+
+
+def concept_bars(units: list[UnitInfo]) -> pd.DataFrame:
+    """Bar-graph rows of a layer: concepts that are some detector's top label (spec §6.1 ordering).
+
+    A concept's category is the most common top category among its units (ties: paper order).
+    """
+    groups: dict[str, list[UnitInfo]] = defaultdict(list)
+    for info in units:
+        if info.detector:
+            groups[info.label].append(info)
+    rows = []
+    rank = {c: i for i, c in enumerate(CATEGORY_ORDER)}
+    for label, members in groups.items():
+        counts = Counter(m.category for m in members)
+        category = min(counts, key=lambda c: (-counts[c], rank.get(c, len(rank)), c))
+        rows.append({"label": label, "concept": display_name(label), "category": category,
+                     "units": len(members), "best_iou": max(m.score for m in members)})
+    frame = pd.DataFrame(rows, columns=["label", "concept", "category", "units", "best_iou"])
+    frame["rank"] = frame["category"].map(lambda c: rank.get(c, len(rank)))
+    frame = frame.sort_values(["rank", "units", "best_iou", "label"], ascending=[True, False, False, True])
+    return frame.drop(columns="rank").reset_index(drop=True)
+
+
+def group_text(bars: pd.DataFrame) -> str:
+    """``"4 objects, 1 scene"``: concepts per category of a layer's bar graph."""
+    counts = bars.groupby("category", sort=False)["label"].count()
+    return ", ".join(f"{n} {c if n == 1 else PLURALS.get(c, c)}" for c, n in counts.items())
+
+
+def card_order(units: list[UnitInfo], bars: pd.DataFrame) -> list[UnitInfo]:
+    """Layer-page default order: detectors in bar-graph order (then by IoU), the rest by IoU."""
+    position = {label: i for i, label in enumerate(bars["label"])}
+    return sorted(
+        units,
+        key=lambda u: (0, position[u.label], -u.score, u.unit) if u.detector else (1, 0, -u.score, u.unit),
+    )
+
+
+def category_counts(summary: dict, key: str) -> dict[str, int]:
+    """Per-category numbers of a summary.json entry (``key`` is a dotted path)."""
+    value = summary
+    for part in key.split("."):
+        value = value.get(part, {}) if isinstance(value, dict) else {}
+    return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def run_row(run: Run) -> dict:
+    """The index table's row of one run, from its summary.json."""
+    summary = run.summary
+    return {
+        "run": run,
+        "units": int(summary.get("units", run.units)),
+        "detectors": int(summary.get("detectors", 0)),
+        "detectors_per_category": category_counts(summary, "detectors_per_category"),
+        "unique_per_category": int(summary.get("unique_per_category", {}).get("all", 0)),
+        "unique_per_category_by": category_counts(summary, "unique_per_category.per_category"),
+        "unique_top_label": int(summary.get("unique_top_label", {}).get("all", 0)),
+        "unique_top_label_by": category_counts(summary, "unique_top_label.per_category"),
+    }
+
+
+@dataclass
+class ConceptEntry:
+    """One unit listed on a concept page."""
+
+    run: Run
+    unit: int
+    iou: float
+    detector: bool
+    top_label: bool
+
+
+@dataclass
+class Concept:
+    name: str
+    category: str
+    slug: str
+    entries: list[ConceptEntry]
+
+    @property
+    def display(self) -> str:
+        return display_name(self.name)
+
+    @property
+    def detectors(self) -> int:
+        return sum(e.detector for e in self.entries)
+
+
+def concept_path(concept: Concept) -> str:
+    return f"concepts/{concept.slug}.html"
+
+
+def concepts(collection: Collection, infos: dict[str, list[UnitInfo]]) -> dict[str, Concept]:
+    """Every label shown on some unit page, with the units that detect it (per-category convention).
+
+    A unit detects concept c of category k when c is its best label in k with IoU above the run's
+    threshold; besides the detectors, the page lists the closest other units (c in their top five).
+    """
+    categories: dict[str, Counter] = defaultdict(Counter)
+    entries: dict[str, list[ConceptEntry]] = defaultdict(list)
+    for run in collection.runs:
+        for info in infos[run.slug]:
+            for category, labels in info.best.items():
+                for position, (label, iou) in enumerate(labels):
+                    categories[label][category] += 1
+                    detector = position == 0 and run.is_detector(iou)
+                    entries[label].append(ConceptEntry(run, info.unit, iou, detector, label == info.label))
+    result: dict[str, Concept] = {}
+    used: set[str] = set()
+    for name in sorted(entries):
+        rows = sorted(entries[name], key=lambda e: (not e.detector, -e.iou, e.run.slug, e.unit))
+        detectors = [e for e in rows if e.detector]
+        rows = detectors + [e for e in rows if not e.detector][:CONCEPT_EXTRA_ROWS]
+        counts = categories[name]
+        rank = {c: i for i, c in enumerate(CATEGORY_ORDER)}
+        category = min(counts, key=lambda c: (-counts[c], rank.get(c, len(rank)), c))
+        slug = base = slugify(name)
+        n = 2
+        while slug.lower() in used:
+            slug, n = f"{base}-{n}", n + 1
+        used.add(slug.lower())
+        result[name] = Concept(name, category, slug, rows)
+    return result
+
+
+def layer_order(collection: Collection) -> dict[str, int]:
+    """Position of every layer within its model (natural order of layer names)."""
+    layers: dict[str, set[str]] = defaultdict(set)
+    for run in collection.runs:
+        layers[run.model].add(run.layer)
+    return {f"{m}\0{layer}": i for m, names in layers.items() for i, layer in enumerate(sorted(names, key=natural_key))}
+
+
+def interpretability_rows(collection: Collection) -> pd.DataFrame:
+    """Fraction of detector units per category for every unrotated run (the paper's layer figure)."""
+    order = layer_order(collection)
+    rows = []
+    for run in collection.runs:
+        if run.rotation:
+            continue
+        counts = category_counts(run.summary, "detectors_per_category")
+        model = run.model if not run.tags.get("iteration") else f"{run.model} @ {run.tags['iteration']}"
+        for category in run.categories:
+            rows.append({"model": model, "layer": run.layer, "order": order[f"{run.model}\0{run.layer}"],
+                         "category": category, "fraction": counts.get(category, 0) / max(run.units, 1)})
+    return pd.DataFrame(rows, columns=["model", "layer", "order", "category", "fraction"])
+
+
+def unique_rows(collection: Collection) -> pd.DataFrame:
+    """Unique detectors per category (per-category convention) for every unrotated run."""
+    rows = []
+    for run in collection.runs:
+        if run.rotation:
+            continue
+        counts = category_counts(run.summary, "unique_per_category.per_category")
+        for category in run.categories:
+            rows.append({"network": f"{run.model} · {run.layer}", "category": category,
+                         "unique": counts.get(category, 0)})
+    return pd.DataFrame(rows, columns=["network", "category", "unique"])
+
+
+def _unique_long(run: Run, **extra) -> list[dict]:
+    counts = category_counts(run.summary, "unique_per_category.per_category")
+    return [{**extra, "category": c, "unique": counts.get(c, 0)} for c in run.categories]
+
+
+def rotation_rows(collection: Collection) -> pd.DataFrame:
+    """Unique detectors per category against α, for every network/layer dissected in rotated bases."""
+    rows = []
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in collection.runs:
+        groups[run.basis_key].append(run)
+    for runs in groups.values():
+        if not any(r.rotation for r in runs):
+            continue
+        group = f"{runs[0].series} · {runs[0].layer}"
+        for run in runs:
+            rows += _unique_long(run, group=group, alpha=run.alpha)
+    return pd.DataFrame(rows, columns=["group", "alpha", "category", "unique"])
+
+
+def weights_rows(collection: Collection) -> pd.DataFrame:
+    """Unique detectors per category of unrotated runs tagged ``weights``, grouped by series and layer."""
+    rows = []
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in collection.runs:
+        if not run.rotation and run.tags.get("weights") and not run.tags.get("iteration"):
+            groups[(run.series, run.layer)].append(run)
+    for (series, layer), runs in groups.items():
+        if len({r.tags["weights"] for r in runs}) < 2:
+            continue
+        for run in runs:
+            rows += _unique_long(run, group=f"{series} · {layer}", weights=run.tags["weights"])
+    return pd.DataFrame(rows, columns=["group", "weights", "category", "unique"])
+
+
+def iteration_rows(collection: Collection) -> pd.DataFrame:
+    """Unique detectors per category over the ``iteration`` tag, grouped by series and layer."""
+    rows = []
+    for run in collection.runs:
+        iteration = run.tags.get("iteration")
+        if run.rotation or not iteration:
+            continue
+        try:
+            value = float(iteration)
+        except ValueError:
+            continue
+        rows += _unique_long(run, group=f"{run.series} · {run.layer}", iteration=value)
+    return pd.DataFrame(rows, columns=["group", "iteration", "category", "unique"])

@@ -1,0 +1,416 @@
+"""Report site builder: collection, strips, page content, links, determinism (no browser).
+
+Fixture results are generated here in the exact schema of docs/outputs.md (random tallies whose
+per-category columns agree with ious.csv), over a tiny Broden dataset written with BrodenWriter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urldefrag
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from unitscope.broden.format import CATEGORIES
+from unitscope.broden.writer import BrodenWriter
+from unitscope.report.collect import ReportInputError, collect
+from unitscope.report.site import build_site
+from unitscope.report.strips import bilinear_matrix, overlay, upsample
+from unitscope.summary import summarize
+
+LABELS_BY_CATEGORY = {
+    "color": ["red-c", "green-c", "blue-c", "yellow-c", "grey-c"],
+    "object": ["sky", "tree", "car", "person", "building", "road", "dog"],
+    "part": ["wheel", "head", "window", "leg"],
+    "material": ["wood", "glass", "fabric"],
+    "scene": ["street-s", "forest_path-s", "kitchen-s"],
+    "texture": ["striped", "dotted", "zigzagged", "honeycombed"],
+}
+LABELS = {i: name for i, name in enumerate((n for c in CATEGORIES for n in LABELS_BY_CATEGORY[c]), start=1)}
+NUMBER = {name: number for number, name in LABELS.items()}
+PALETTE = np.array([[222, 63, 51], [66, 160, 90], [60, 100, 210], [240, 200, 40], [130, 130, 130]], dtype=np.uint8)
+
+
+def make_dataset(root: Path, images: int = 16, size: int = 64, seed: int = 0) -> Path:
+    """A small Broden dataset of blocky coloured images with colour and object layers and scenes."""
+    rng = np.random.default_rng(seed)
+    half = size // 2
+    with BrodenWriter(root, LABELS, image_size=size, label_size=half) as writer:
+        for i in range(images):
+            blocks = rng.integers(0, len(PALETTE), size=(4, 4))
+            colour = np.kron(blocks, np.ones((half // 4, half // 4), dtype=int))
+            picture = np.kron(PALETTE[blocks], np.ones((size // 4, size // 4, 1), dtype=np.uint8))
+            ramp = np.linspace(0.75, 1.0, size)[None, :, None]
+            picture = (picture * ramp).astype(np.uint8)
+            objects = np.where(colour == 2, NUMBER["sky"], np.where(colour == 1, NUMBER["tree"], 0))
+            writer.add_image(
+                "synth", f"img{i:03d}", picture,
+                {"color": [NUMBER[LABELS_BY_CATEGORY["color"][0]] + colour], "object": [objects]},
+                {"scene": [NUMBER[LABELS_BY_CATEGORY["scene"][i % 3]]]},
+            )
+    return root
+
+
+def make_results(
+    out: Path, dataset: Path, *, model: str = "toynet", layer: str = "layer4", units: int = 12, k: int = 4,
+    seed: int = 0, rotation: dict | None = None, tags: dict | None = None, map_size: int = 4,
+    iou_threshold: float = 0.04,
+) -> Path:
+    """One layer's result directory in the docs/outputs.md schema, with random but consistent numbers."""
+    rng = np.random.default_rng(seed)
+    index = pd.read_csv(dataset / "index.csv", keep_default_na=False)
+    layer_dir = out / layer
+    layer_dir.mkdir(parents=True)
+    categories = list(CATEGORIES)
+    iou_rows, tally_rows = [], []
+    for unit in range(1, units + 1):
+        row = {"unit": unit}
+        for category in categories:
+            names = LABELS_BY_CATEGORY[category]
+            chosen = rng.choice(names, size=rng.integers(1, len(names) + 1), replace=False)
+            ious = np.sort(rng.uniform(0.001, 0.12, size=len(chosen)) ** rng.uniform(1, 1.6))[::-1]
+            for name, iou in zip(chosen, ious):
+                iou_rows.append({"unit": unit, "label": name, "number": NUMBER[name], "category": category,
+                                 "iou": float(iou), "intersect": int(iou * 1000), "activation": 900, "truth": 500})
+            row.update({f"{category}-label": chosen[0], f"{category}-truth": 500, f"{category}-activation": 900.0,
+                        f"{category}-intersect": int(ious[0] * 1000), f"{category}-iou": float(ious[0])})
+        best = max(categories, key=lambda c: row[f"{c}-iou"])
+        row.update({"category": best, "label": row[f"{best}-label"], "score": row[f"{best}-iou"]})
+        tally_rows.append(row)
+    columns = ["unit", "category", "label", "score"] + [
+        f"{c}-{f}" for c in categories for f in ("label", "truth", "activation", "intersect", "iou")]
+    tally = pd.DataFrame(tally_rows, columns=columns).sort_values(["score", "unit"], ascending=[False, True])
+    tally.to_csv(layer_dir / "tally.csv", index=False)
+    ious = pd.DataFrame(iou_rows).sort_values(["unit", "iou"], ascending=[True, False])
+    ious.to_csv(layer_dir / "ious.csv", index=False)
+    thresholds = rng.uniform(0.5, 1.5, size=units)
+    pd.DataFrame({"unit": range(1, units + 1), "threshold": thresholds}).to_csv(layer_dir / "thresholds.csv", index=False)
+    top_rows = []
+    for unit in range(1, units + 1):
+        picks = rng.choice(len(index), size=k, replace=False)
+        for rank, image_index in enumerate(picks, start=1):
+            top_rows.append({"unit": unit, "rank": rank, "image_index": int(image_index),
+                             "image": index.loc[image_index, "image"], "max_activation": float(3 - rank * 0.1)})
+    pd.DataFrame(top_rows).to_csv(layer_dir / "top_images.csv", index=False)
+    maps = rng.gamma(1.0, 0.8, size=(units, k, map_size, map_size)).astype(np.float32)
+    np.save(layer_dir / "top_maps.npy", maps)
+    tally_read = pd.read_csv(layer_dir / "tally.csv", keep_default_na=False)
+    (layer_dir / "summary.json").write_text(json.dumps(summarize(tally_read, iou_threshold)))
+    size = int(index.loc[0, "ih"])
+    meta = {
+        "model": model, "model_spec": f"python:toy:{model}", "layer": layer, "units": units,
+        "map_size": [map_size, map_size], "image_size": [size, size], "label_size": [size // 2, size // 2],
+        "dataset": {"path": str(dataset), "name": "synth", "images": len(index), "index_sha256": hashlib.sha256((dataset / "index.csv").read_bytes()).hexdigest()},
+        "categories": categories, "quantile": 0.005, "quantile_level": 0.995, "iou_threshold": iou_threshold,
+        "presence": "image", "normalize": "imagenet", "top_k": k, "rotation": rotation,
+        "tags": tags or {}, "unitscope_version": "0.1.0",
+    }
+    (layer_dir / "meta.json").write_text(json.dumps(meta))
+    return layer_dir
+
+
+def make_study(tmp: Path) -> tuple[Path, Path]:
+    """A dataset and a results tree: two layers, two rotations, an untrained twin and two checkpoints."""
+    dataset = make_dataset(tmp / "broden")
+    results = tmp / "results"
+    make_results(results / "toynet", dataset, layer="layer3", units=8, seed=1, tags={"series": "toy", "weights": "trained"})
+    make_results(results / "toynet", dataset, layer="layer4", units=12, seed=2, tags={"series": "toy", "weights": "trained"})
+    for i, alpha in enumerate((0.5, 1.0)):
+        make_results(results / f"toynet-rot{alpha}", dataset, layer="layer4", units=12, seed=3 + i,
+                     rotation={"alpha": alpha, "seed": 1, "unpermute": True}, tags={"series": "toy", "weights": "trained"})
+    make_results(results / "toynet-untrained", dataset, model="toynet-untrained", layer="layer4", units=12, seed=6,
+                 tags={"series": "toy", "weights": "untrained"})
+    for i, iteration in enumerate((10, 1000)):
+        make_results(results / f"ckpt{iteration}", dataset, model=f"toynet@{iteration}", layer="layer4", units=6,
+                     seed=7 + i, tags={"series": "toy", "weights": "trained", "iteration": str(iteration)})
+    (results / "provenance.json").write_text(json.dumps({"python": "3.12", "torch": "2.x", "seed": 1}))
+    return dataset, results
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, Path, Path]:
+    tmp = tmp_path_factory.mktemp("report")
+    dataset, results = make_study(tmp)
+    site = build_site([results], dataset, tmp / "site", workers=2, tile_height=64)
+    return dataset, results, site
+
+
+# --- strips -----------------------------------------------------------------------------------------
+
+
+def test_upsample_matches_pillow_bilinear() -> None:
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(7, 5)).astype(np.float32)
+    expected = np.asarray(Image.fromarray(maps, mode="F").resize((33, 50), Image.BILINEAR))
+    np.testing.assert_allclose(upsample(maps, (50, 33)), expected, atol=1e-5)
+    assert np.allclose(bilinear_matrix(4, 9).sum(axis=1), 1.0)
+
+
+def test_overlay_dims_outside_the_mask_and_outlines_it() -> None:
+    images = np.full((2, 20, 20, 3), 200, dtype=np.uint8)
+    masks = np.zeros((2, 20, 20), dtype=bool)
+    masks[0, :, :10] = True
+    tiles = overlay(images, masks)
+    assert (tiles[0, 5:15, 2:8] == 200).all()  # inside: untouched
+    assert (tiles[0, 5:15, 12:] == 40).all()  # outside: 200 * 0.2
+    assert (tiles[0, 5:15, 9] == [255, 214, 0]).all()  # border pixels of the mask in yellow
+    assert (tiles[1] == 40).all()  # empty mask: all dimmed
+    half = overlay(images[:, :10, :10], masks)  # 2x reduction: coverage is the box average
+    assert (half[0, 3:7, 1:3] == 200).all() and (half[0, 3:7, 6:] == 40).all()
+    odd = overlay(images[:, :7, :7], masks)  # non-integer reduction
+    assert odd.shape == (2, 7, 7, 3) and (odd[0, 2:5, 0] == 200).all() and (odd[0, 2:5, 6] == 40).all()
+
+
+def test_strip_shows_each_top_image_with_its_mask(study) -> None:
+    dataset, results, site = study
+    layer = results / "toynet" / "layer4"
+    top = pd.read_csv(layer / "top_images.csv")
+    maps = np.load(layer / "top_maps.npy")
+    threshold = pd.read_csv(layer / "thresholds.csv").set_index("unit").loc[3, "threshold"]
+    strip = np.asarray(Image.open(site / "toynet" / "layer4" / "strips" / "0002.webp").convert("RGB"), dtype=float)
+    assert strip.shape == (64, 4 * 64 + 3 * 3, 3)
+    for rank, row in enumerate(top[top["unit"] == 3].itertuples()):
+        picture = np.asarray(Image.open(dataset / "images" / row.image).convert("RGB"), dtype=float)
+        mask = upsample(maps[2, rank], picture.shape[:2]) > threshold
+        expected = picture * np.where(mask, 1.0, 0.2)[..., None]
+        tile = strip[:, rank * 67 : rank * 67 + 64]
+        assert np.median(np.abs(tile - expected)[mask]) < 12  # WebP is lossy: compare typical pixels
+        assert np.median(np.abs(tile - expected)[~mask]) < 12
+
+
+# --- collection and errors ------------------------------------------------------------------------
+
+
+def test_collect_orders_runs_and_names_rotations(study) -> None:
+    _, results, _ = study
+    runs = collect([results]).runs
+    assert [r.slug for r in runs] == [
+        "toynet/layer3", "toynet/layer4", "toynet/layer4~rot0.5s1", "toynet/layer4~rot1s1",
+        "toynet-untrained/layer4", "toynet-10/layer4", "toynet-1000/layer4",
+    ]
+
+
+def test_missing_file_is_named(tmp_path) -> None:
+    dataset = make_dataset(tmp_path / "broden", images=6)
+    layer = make_results(tmp_path / "results", dataset, units=3, k=2)
+    (layer / "ious.csv").unlink()
+    with pytest.raises(ReportInputError, match="ious.csv is missing"):
+        build_site([tmp_path / "results"], dataset, tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+
+
+def test_bad_column_and_unit_range_are_named(tmp_path) -> None:
+    dataset = make_dataset(tmp_path / "broden", images=6)
+    layer = make_results(tmp_path / "results", dataset, units=3, k=2)
+    pd.read_csv(layer / "thresholds.csv").rename(columns={"threshold": "t"}).to_csv(layer / "thresholds.csv", index=False)
+    with pytest.raises(ReportInputError, match=r"thresholds.csv: missing column\(s\) threshold"):
+        build_site([tmp_path / "results"], dataset, tmp_path / "site")
+    pd.DataFrame({"unit": [1, 2, 2], "threshold": [1.0, 1.0, 1.0]}).to_csv(layer / "thresholds.csv", index=False)
+    with pytest.raises(ReportInputError, match=r"units must be 1..3"):
+        build_site([tmp_path / "results"], dataset, tmp_path / "site")
+
+
+def test_duplicate_runs_and_wrong_dataset_are_refused(tmp_path) -> None:
+    dataset = make_dataset(tmp_path / "broden", images=6)
+    make_results(tmp_path / "results" / "a", dataset, units=3, k=2)
+    make_results(tmp_path / "results" / "b", dataset, units=3, k=2)
+    with pytest.raises(ReportInputError, match="are both toynet · layer4"):
+        build_site([tmp_path / "results"], dataset, tmp_path / "site")
+    other = make_dataset(tmp_path / "other", images=6, seed=1)
+    (other / "index.csv").write_text((other / "index.csv").read_text().replace("img000", "imgXXX"))
+    with pytest.raises(ReportInputError, match="pass the dataset the results were computed on"):
+        build_site([tmp_path / "results" / "a"], other, tmp_path / "site")
+
+
+def test_cli_reports_errors_in_one_line(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from unitscope.cli import main
+
+    dataset = make_dataset(tmp_path / "broden", images=6)
+    layer = make_results(tmp_path / "results", dataset, units=3, k=2)
+    (layer / "summary.json").write_text("{not json")
+    result = CliRunner().invoke(main, ["report", "--results", str(tmp_path / "results"), "--dataset", str(dataset),
+                                       "--out", str(tmp_path / "site")])
+    assert result.exit_code == 1
+    assert "summary.json: cannot read JSON" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "site").exists()
+
+
+# --- pages ------------------------------------------------------------------------------------------
+
+
+class _Page(HTMLParser):
+    """Links, images, table cells and text of one HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.ids: set[str] = set()
+        self.rows: list[list[str]] = []
+        self.text: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs) -> None:
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        for key in ("href", "src"):
+            if attrs.get(key):
+                self.refs.append(attrs[key])
+        if tag == "tr":
+            self.rows.append([])
+        if tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.rows:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def check_links(site: Path) -> int:
+    """Every href/src of every page points to an existing file of the site; returns the links checked."""
+    checked = 0
+    for html in sorted(site.rglob("*.html")):
+        page = parse(html)
+        for ref in page.refs:
+            assert not re.match(r"^[a-z]+:", ref) or ref.startswith("#"), f"{html}: non-relative link {ref}"
+            target, fragment = urldefrag(ref)
+            resolved = (html.parent / unquote(target)).resolve() if target else html
+            assert resolved.is_file(), f"{html.relative_to(site)}: broken link {ref}"
+            assert site.resolve() in resolved.parents, f"{html}: link {ref} leaves the site"
+            if fragment:
+                assert fragment in parse(resolved).ids, f"{html}: missing anchor {ref}"
+            checked += 1
+    return checked
+
+
+def test_every_link_resolves(study) -> None:
+    _, _, site = study
+    assert check_links(site) > 500
+
+
+def test_unit_page_lists_top_five_labels_per_category(study) -> None:
+    _, results, site = study
+    ious = pd.read_csv(results / "toynet" / "layer4" / "ious.csv", keep_default_na=False)
+    for unit in (1, 7):
+        rows = parse(site / "toynet" / "layer4" / f"unit-{unit:04d}.html").rows
+        shown = [(r[0], float(r[1])) for r in rows if len(r) == 3 and re.fullmatch(r"\d\.\d{3}", r[1])]
+        expected = []
+        mine = ious[ious["unit"] == unit]
+        for category in ("object", "scene", "part", "material", "texture", "color"):
+            best = mine[mine["category"] == category].nlargest(5, "iou")
+            expected += [(re.sub(r"-[sc]$", "", n).replace("_", " "), round(v, 3)) for n, v in zip(best["label"], best["iou"])]
+        assert shown == expected
+
+
+def test_unit_page_links_neighbours_and_rotations(study) -> None:
+    _, _, site = study
+    refs = parse(site / "toynet" / "layer4" / "unit-0005.html").refs
+    assert "../../toynet/layer4/unit-0004.html" in refs and "../../toynet/layer4/unit-0006.html" in refs
+    assert "../../toynet/layer4~rot0.5s1/unit-0005.html" in refs
+    assert "../../toynet/layer4~rot1s1/unit-0005.html" in refs
+    rotated = parse(site / "toynet" / "layer4~rot1s1" / "unit-0005.html").refs
+    assert "../../toynet/layer4/unit-0005.html" in rotated
+
+
+def test_concept_page_lists_exactly_its_detectors(study) -> None:
+    _, results, site = study
+    expected = set()
+    for meta in results.rglob("meta.json"):
+        info = json.loads(meta.read_text())
+        tally = pd.read_csv(meta.parent / "tally.csv", keep_default_na=False)
+        hits = tally[(tally["object-label"] == "sky") & (tally["object-iou"] > info["iou_threshold"])]
+        expected |= {(meta.parent, int(u)) for u in hits["unit"]}
+    rows = [r for r in parse(site / "concepts" / "sky.html").rows if len(r) == 5 and "detector" in r[3]]
+    assert len(rows) == len(expected) > 0
+
+
+def test_layer_page_orders_units_like_the_paper(study) -> None:
+    _, results, site = study
+    tally = pd.read_csv(results / "toynet" / "layer4" / "tally.csv", keep_default_na=False)
+    detectors = tally[tally["score"] > 0.04]
+    text = (site / "toynet" / "layer4" / "index.html").read_text()
+    order = [int(u) for u in re.findall(r'data-unit="(\d+)"', text)]
+    assert sorted(order) == list(range(1, 13))
+    order_cats = [tally.set_index("unit").loc[u, "category"] for u in order[: len(detectors)]]
+    paper = ["object", "scene", "part", "material", "texture", "color"]
+    assert order_cats == sorted(order_cats, key=paper.index)  # grouped by category in the paper's order
+    spec = json.loads(re.search(r'<script type="application/json" id="bars-spec">(.*?)</script>', text, re.S).group(1))
+    bars = next(iter(spec["datasets"].values()))
+    assert sum(b["units"] for b in bars) == len(detectors)
+
+
+def test_index_shows_the_summaries(study) -> None:
+    _, results, site = study
+    rows = parse(site / "index.html").rows
+    summary = json.loads((results / "toynet" / "layer3" / "summary.json").read_text())
+    row = next(r for r in rows if r[:2] == ["toynet", "layer3"])
+    assert row[2:6] == ["original", str(summary["units"]), str(summary["detectors"]),
+                        str(summary["unique_per_category"]["all"])]
+    assert row[6 + 6] == str(summary["unique_top_label"]["all"])
+    assert (site / "data" / "toynet" / "layer3" / "tally.csv").read_bytes() == (results / "toynet" / "layer3" / "tally.csv").read_bytes()
+    assert "python" in (site / "provenance.html").read_text()
+
+
+def test_search_index_covers_units_and_concepts(study) -> None:
+    _, results, site = study
+    text = (site / "assets" / "search-index.js").read_text()
+    data = json.loads(text.removeprefix("window.UNITSCOPE_SEARCH=").removesuffix(";\n"))
+    units = sum(json.loads(m.read_text())["units"] for m in results.rglob("meta.json"))
+    assert len(data["units"]) == units
+    names = {c[0] for c in data["concepts"]}
+    assert {"sky", "street", "forest path"} <= names
+    for row in data["units"] + data["concepts"]:
+        assert (site / row[-1]).is_file()
+
+
+def test_vega_bundle_written_once_and_shared(study) -> None:
+    _, _, site = study
+    assert (site / "assets" / "vega.js").stat().st_size > 100_000
+    for html in site.rglob("*.html"):
+        text = html.read_text()
+        assert "vegaEmbed(" not in text and len(text) < 200_000
+        assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing loaded from the network
+
+
+def test_build_is_deterministic(study, tmp_path) -> None:
+    dataset, results, site = study
+    again = build_site([results], dataset, tmp_path / "again", workers=1, tile_height=64)
+    files = sorted(p.relative_to(site) for p in site.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for name in files:
+        assert (site / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_reference_numbers_are_the_published_ones(tmp_path) -> None:
+    reference = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "netdissect-released-results"
+    if not reference.is_dir():
+        pytest.skip("shared real data not available")
+    dataset = make_dataset(tmp_path / "broden", images=6)
+    make_results(tmp_path / "results", dataset, units=3, k=2)
+    site = build_site([tmp_path / "results"], dataset, tmp_path / "site", reference=reference, workers=1)
+    rows = parse(site / "index.html").rows
+    places = next(r for r in rows if r[0].startswith("AlexNet-Places365 conv5"))
+    assert places[1:] == ["256", "118", "91", "72"]  # SOURCE.md / spec §4.1–4.2
+    resnet = next(r for r in rows if r[:2] == ["resnet-152-torch-places365", "caffe.Eltwise_510"])
+    assert resnet[2] == "347"
