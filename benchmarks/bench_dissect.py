@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 from unitscope.activations import extract_batches
-from unitscope.broden.reader import BrodenDataset, image_loader
+from unitscope.broden.loaders import image_loader
+from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect import DissectSettings, dissect
 from unitscope.models import load_model
 from unitscope.probe.generate import generate

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from unitscope.broden.format import CATEGORIES, encode_labels
-from unitscope.broden.reader import BrodenDataset, BrodenFormatError, image_loader, segmentation_loader
+from unitscope.broden.loaders import image_loader, segmentation_loader
+from unitscope.broden.reader import BrodenDataset, BrodenFormatError
 from unitscope.broden.writer import BrodenWriter
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

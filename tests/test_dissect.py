@@ -267,7 +267,7 @@ def test_cli_dissect_from_activation_cache_and_rotation_identity(dataset, tmp_pa
     """`--activations` reads an extracted cache; α = 0 without un-permuting is the identity, with it a
     relabelling of units (NetDissect applies the un-permutation P to every power, spec §3)."""
     from unitscope.activations import ActivationCacheWriter, extract_batches
-    from unitscope.broden.reader import image_loader
+    from unitscope.broden.loaders import image_loader
 
     model = DyadicNet()
     with ActivationCacheWriter(tmp_path / "cache", image_start=0, image_stop=len(dataset), model="dyadic",

@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 
 from unitscope import __version__
 from unitscope.activations import ActivationCacheWriter, extract_batches, read_cache_batches
-from unitscope.broden.reader import BrodenDataset, image_loader, segmentation_loader
+from unitscope.broden.loaders import image_loader, segmentation_loader
+from unitscope.broden.reader import BrodenDataset
 from unitscope.models import LoadedModel, load_model, normalizer, resolve_layers
 from unitscope.options import Shard, resolve_device
 from unitscope.results import (

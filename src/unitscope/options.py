@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Input normalisations a model can be given (implemented in ``unitscope.models.normalize``).
+NORMALIZATIONS = ("imagenet", "caffe", "none")
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error; ``cuda:N`` is accepted."""
+    import torch  # deferred: the CLI should start without loading torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -70,7 +77,7 @@ class DeviceType(click.ParamType):
     name = "auto|cpu|cuda"
 
     def convert(self, value, param, ctx) -> torch.device:
-        if isinstance(value, torch.device):
+        if not isinstance(value, str):  # already a torch.device
             return value
         try:
             return resolve_device(value)
@@ -80,6 +87,12 @@ class DeviceType(click.ParamType):
 
 device_option = click.option(
     "--device", type=DeviceType(), default="auto", show_default=True, help="Where to run the model."
+)
+normalize_option = click.option(
+    "--normalize",
+    type=click.Choice(NORMALIZATIONS),
+    default=None,
+    help="Input normalisation (default: the model's own, usually imagenet).",
 )
 shard_option = click.option(
     "--shard", type=ShardType(), default=None, help="Process only image shard I of N (contiguous ranges)."

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from unitscope.broden.reader import BrodenDataset, image_loader
+from unitscope.broden.loaders import image_loader
+from unitscope.broden.reader import BrodenDataset
 from unitscope.models.normalize import normalizer
 from unitscope.models.probecnn import ProbeCNN
 

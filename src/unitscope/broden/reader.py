@@ -29,6 +29,7 @@ Public API (other modules code against exactly this):
         def segmentation(self, i: int) -> Segmentation
         def index_sha256(self) -> str                  # sha256 of index.csv bytes (dataset identity)
 
+    # in unitscope.broden.loaders (torch DataLoaders, kept apart so that the reader needs no torch):
     def image_loader(dataset, indices: Sequence[int], batch_size: int, num_workers: int = 0) -> DataLoader
         # yields (indices: LongTensor (B,), images: uint8 Tensor (B, 3, ih, iw)), in `indices` order
     def segmentation_loader(dataset, indices: Sequence[int], batch_size: int, num_workers: int = 0) -> DataLoader
@@ -57,13 +58,10 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from unitscope.broden.format import INDEX_COLUMNS, decode_labels, parse_cell
 
@@ -71,9 +69,6 @@ __all__ = [
     "BrodenDataset",
     "BrodenFormatError",
     "Segmentation",
-    "SegmentationBatch",
-    "image_loader",
-    "segmentation_loader",
 ]
 
 _FIX = "re-download the dataset (`unitscope download broden`) or regenerate it (`unitscope probe-dataset`)"
@@ -93,14 +88,6 @@ class Segmentation:
 
     layers: np.ndarray
     image_labels: np.ndarray
-
-
-class SegmentationBatch(NamedTuple):
-    """A batch of :class:`Segmentation` padded with label 0 to the batch's largest layer/label count."""
-
-    indices: torch.Tensor
-    layers: torch.Tensor
-    image_labels: torch.Tensor
 
 
 class BrodenDataset:
@@ -141,7 +128,7 @@ class BrodenDataset:
 
     def image_path(self, i: int) -> Path:
         """Path of the JPEG of item ``i``."""
-        return self.root / "images" / self.index.at[self._check(i), "image"]
+        return self.root / "images" / self.index.at[self.check_item(i), "image"]
 
     def image(self, i: int) -> np.ndarray:
         """The photo of item ``i`` as uint8 (ih, iw, 3) RGB; grayscale and CMYK JPEGs are converted."""
@@ -153,7 +140,7 @@ class BrodenDataset:
 
     def segmentation(self, i: int) -> Segmentation:
         """All pixel-label layers and image-level labels of item ``i`` in the selected categories."""
-        layers = [self._label_layer(self.root / "images" / name, i) for name in self._layers[self._check(i)]]
+        layers = [self._label_layer(self.root / "images" / name, i) for name in self._layers[self.check_item(i)]]
         stacked = np.stack(layers) if layers else np.zeros((0, *self.label_size), dtype=np.int32)
         return Segmentation(layers=stacked, image_labels=np.array(self._image_labels[i], dtype=np.int32))
 
@@ -191,57 +178,11 @@ class BrodenDataset:
             f"(image {self.index.at[i, 'image']}); {_FIX}"
         )
 
-    def _check(self, i: int) -> int:
+    def check_item(self, i: int) -> int:
+        """``i`` as an int if it is an item of the dataset, else an IndexError."""
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} is out of range for a Broden dataset of {len(self)} images")
         return int(i)
-
-
-def image_loader(dataset: BrodenDataset, indices: Sequence[int], batch_size: int, num_workers: int = 0) -> DataLoader:
-    """Batches ``(indices, images)`` of the given items in order; images are uint8 (B, 3, ih, iw)."""
-    return DataLoader(_Items(dataset, indices, "image"), batch_size=batch_size, num_workers=num_workers)
-
-
-def segmentation_loader(
-    dataset: BrodenDataset, indices: Sequence[int], batch_size: int, num_workers: int = 0
-) -> DataLoader:
-    """Batches of :class:`SegmentationBatch` of the given items in order, zero-padded per batch."""
-    return DataLoader(
-        _Items(dataset, indices, "segmentation"),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_collate_segmentations,
-    )
-
-
-class _Items(Dataset):
-    """The items ``indices`` of a :class:`BrodenDataset`, as tensors (picklable for worker processes)."""
-
-    def __init__(self, dataset: BrodenDataset, indices: Sequence[int], kind: str) -> None:
-        self.dataset = dataset
-        self.indices = [dataset._check(int(i)) for i in indices]
-        self.kind = kind
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int) -> tuple[int, torch.Tensor] | tuple[int, Segmentation]:
-        i = self.indices[k]
-        if self.kind == "image":
-            return i, torch.from_numpy(self.dataset.image(i)).permute(2, 0, 1)
-        return i, self.dataset.segmentation(i)
-
-
-def _collate_segmentations(items: list[tuple[int, Segmentation]]) -> SegmentationBatch:
-    depth = max(s.layers.shape[0] for _, s in items)
-    count = max(s.image_labels.shape[0] for _, s in items)
-    layers = torch.zeros((len(items), depth, *items[0][1].layers.shape[1:]), dtype=torch.int32)
-    image_labels = torch.zeros((len(items), count), dtype=torch.int32)
-    for b, (_, segmentation) in enumerate(items):
-        layers[b, : segmentation.layers.shape[0]] = torch.from_numpy(segmentation.layers)
-        image_labels[b, : segmentation.image_labels.shape[0]] = torch.from_numpy(segmentation.image_labels)
-    indices = torch.tensor([i for i, _ in items], dtype=torch.long)
-    return SegmentationBatch(indices=indices, layers=layers, image_labels=image_labels)
 
 
 def _select_categories(path: Path, requested: Sequence[str] | None) -> list[str]:

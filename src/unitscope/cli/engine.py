@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from unitscope.options import categories_option, device_option, shard_option
+from unitscope.options import categories_option, device_option, normalize_option, shard_option
 
 PRESENCE = ("image", "mask")
-NORMALIZE = ("imagenet", "caffe", "none")
 
 
 def _tags(values: tuple[str, ...]) -> dict[str, str]:
@@ -47,8 +46,7 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @device_option
 @click.option("--max-images", type=click.IntRange(1), default=None, help="Dissect only the first N images.")
-@click.option("--normalize", type=click.Choice(NORMALIZE), default=None,
-              help="Input normalisation [default: the model's].")
+@normalize_option
 @shard_option
 @click.option("--stage", type=click.Choice(("topk", "tally")), default=None, help="Stage of a sharded run.")
 @click.option("--thresholds", "thresholds_dir", type=click.Path(path_type=Path), default=None,

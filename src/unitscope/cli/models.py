@@ -5,25 +5,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import click
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
-from unitscope import train
-from unitscope.activations import ActivationCacheWriter, extract_batches
-from unitscope.broden.reader import BrodenDataset, image_loader
-from unitscope.models import (
-    NORMALIZATIONS,
-    LayerError,
-    LoadedModel,
-    ModelSpecError,
-    layer_shapes,
-    load_model,
-    resolve_layers,
-)
-from unitscope.options import categories_option, device_option, shard_option
+import click
+
+from unitscope.options import categories_option, device_option, normalize_option, shard_option
+
+if TYPE_CHECKING:
+    from unitscope.models import LoadedModel
+
+# torch-heavy modules are imported inside the commands, so that `unitscope --help` starts fast
 
 
 def _load(spec: str, arch: str | None, param_hint: str = "'--model'") -> LoadedModel:
+    from unitscope.models import ModelSpecError, load_model
+
     try:
         return load_model(spec, arch)
     except ModelSpecError as error:
@@ -40,6 +36,8 @@ def _load(spec: str, arch: str | None, param_hint: str = "'--model'") -> LoadedM
 )
 def layers(spec: str, arch: str | None, image_size: int) -> None:
     """List the layers of model SPEC with their output shape for one image."""
+    from unitscope.models import layer_shapes
+
     model = _load(spec, arch, param_hint="'SPEC'")
     try:
         shapes = layer_shapes(model.module, (image_size, image_size))
@@ -62,15 +60,20 @@ def layers(spec: str, arch: str | None, image_size: int) -> None:
 @shard_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @device_option
-@click.option(
-    "--normalize", type=click.Choice(NORMALIZATIONS), default=None, help="Input normalisation (default: the model's)."
-)
+@normalize_option
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use only the first N images.")
 @categories_option
 def extract(
     dataset_dir, spec, arch, layer_names, out, shard, batch_size, device, normalize, max_images, categories
 ) -> None:
     """Extract activations of one or more layers into an activation cache (docs/outputs.md)."""
+    from tqdm import tqdm
+
+    from unitscope.activations import ActivationCacheWriter, extract_batches
+    from unitscope.broden.loaders import image_loader
+    from unitscope.broden.reader import BrodenDataset
+    from unitscope.models import LayerError, resolve_layers
+
     model = _load(spec, arch)
     try:
         resolve_layers(model.module, layer_names)
@@ -122,18 +125,20 @@ def _parse_checkpoints(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option("--dataset", "dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option(
-    "--iterations", type=click.IntRange(min=0), default=train.ITERATIONS, show_default=True, help="SGD steps."
+    "--iterations", type=click.IntRange(min=0), default=128, show_default=True, help="SGD steps."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--checkpoints", callback=_parse_checkpoints, default=None, help="Iterations to save (default 0,1,2,4,…,N)."
 )
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=train.BATCH_SIZE, show_default=True, help="Images per step."
+    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step."
 )
 @device_option
 def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, device) -> None:
     """Train ProbeCNN on the probe set's scene classes, saving checkpoints for dissection."""
+    from unitscope import train
+
     try:
         log = train.train_probecnn(
             dataset_dir,

@@ -6,13 +6,15 @@ from collections.abc import Callable
 
 import torch
 
+from unitscope.options import NORMALIZATIONS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: NetDissect's Caffe BGR mean (109.5388, 118.6897, 124.6901) in RGB order, on 0–255 values.
 CAFFE_MEAN_RGB = (124.6901, 118.6897, 109.5388)
 #: NetDissect(-Lite) divides by 255 · 0.224 after subtracting the Caffe mean.
 CAFFE_SCALE = 255 * 0.224
-KINDS = ("imagenet", "caffe", "none")
+KINDS = NORMALIZATIONS
 
 
 def _affine(
