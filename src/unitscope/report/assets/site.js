@@ -53,15 +53,17 @@
     var results = document.getElementById("search-results");
     var status = document.getElementById("search-status");
     if (!input) return;
-    var loading = false;
+    var loading = false, pending = null;
 
+    // Load the index once; whatever was asked while it loads (the latest request) runs when it arrives.
     function load(then) {
       if (window.UNITSCOPE_SEARCH) return then();
+      pending = then;
       if (loading) return;
       loading = true;
       var script = document.createElement("script");
       script.src = root + "assets/search-index.js";
-      script.onload = then;
+      script.onload = function () { pending(); };
       document.head.appendChild(script);
     }
 
