@@ -1,0 +1,152 @@
+"""Provenance of a result set: what produced it, from which data, with which code (docs/outputs.md).
+
+The workflow writes one ``provenance.json`` beside its results::
+
+    python -m unitscope.provenance --config config/config.yaml --dataset probe=data/probe --out provenance.json
+
+``--config -`` reads the (effective) config as YAML or JSON from standard input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from unitscope import __version__
+
+#: Distributions whose versions decide the numbers.
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "scipy")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python, unitscope and the installed version of every package in :data:`PACKAGES` (``None`` if absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version(), "unitscope": __version__}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(directory: str | Path = ".") -> dict[str, object]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the git work tree holding ``directory``."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=directory, capture_output=True, text=True, check=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def index_sha256(dataset_dir: str | Path) -> str:
+    """sha256 of the dataset's ``index.csv`` bytes: the dataset's identity (as ``meta.json`` records it)."""
+    path = Path(dataset_dir) / "index.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {dataset_dir} is not a Broden-format directory")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_seeds(config: Mapping, prefix: str = "") -> dict[str, int]:
+    """Every ``seed`` value in the config, keyed by its dotted path (``models.probecnn.train.seed``)."""
+    seeds: dict[str, int] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            seeds.update(find_seeds(value, f"{path}."))
+        elif key == "seed" or key.endswith("_seed"):
+            seeds[path] = value
+    return seeds
+
+
+def device_info() -> dict[str, object]:
+    """The accelerator visible to torch where provenance is collected."""
+    import torch
+
+    info: dict[str, object] = {
+        "torch_build": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def collect_provenance(config: Mapping, datasets: Mapping[str, str | Path]) -> dict:
+    """The provenance record of a result set made with ``config`` from the named dataset directories."""
+    return {
+        "unitscope_version": __version__,
+        "versions": package_versions(),
+        "git": git_state(),
+        "config": json.loads(json.dumps(config)),
+        "datasets": {
+            name: {"path": str(path), "index_sha256": index_sha256(path)} for name, path in datasets.items()
+        },
+        "seeds": find_seeds(config),
+        "device": {"configured": config.get("device"), **device_info()},
+        "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(record: Mapping, out: str | Path) -> Path:
+    """Write ``record`` as indented JSON atomically (temporary name in the same directory, then rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def _dataset_argument(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--dataset {text!r}: expected NAME=DIR")
+    return name, path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unitscope.provenance", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="config file (YAML or JSON); '-' reads standard input")
+    parser.add_argument("--dataset", action="append", default=[], type=_dataset_argument, metavar="NAME=DIR")
+    parser.add_argument("--out", required=True, help="where to write provenance.json")
+    args = parser.parse_args(argv)
+    try:
+        text = sys.stdin.read() if args.config == "-" else Path(args.config).read_text(encoding="utf-8")
+        config = yaml.safe_load(text)
+        if not isinstance(config, Mapping):
+            raise ValueError(f"--config {args.config}: not a mapping of config keys")
+        write_json(collect_provenance(config, dict(args.dataset)), args.out)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

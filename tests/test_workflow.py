@@ -1,0 +1,234 @@
+"""The Snakemake workflow: every shipped config and profile plans a DAG, bad configs fail naming the key,
+and the whole DAG runs on the tiny config (sharded results equal unsharded ones)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from unitscope import __version__
+from unitscope.provenance import collect_provenance, find_seeds, main as provenance_main
+
+REPO = Path(__file__).resolve().parents[1]
+#: What a fresh clone holds that the workflow reads.
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "CITATION.cff", "tests/configs")
+TINY = "tests/configs/tiny.yaml"
+RESULT_FILES = ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "top_maps.npy", "summary.json", "meta.json")
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    """A scratch copy of the workflow files, as in a fresh clone."""
+    for name in WORKFLOW_FILES:
+        source, target = REPO / name, tmp_path / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return tmp_path
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=workdir, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """The dry run's job-count table, {rule: count}."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    table = text[text.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+# ------------------------------------------------------------------------------------------- dry runs
+
+
+def test_default_config_plans_every_stage(clone: Path) -> None:
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    counts = planned_jobs(snakemake(clone, "-n"))
+    models = config["models"]
+    trained = models["probecnn"]["train"]
+    checkpoints = set(trained["checkpoints"]) - {trained["iterations"]}
+    rotation = models["probecnn"]["rotation"]
+    expected_dissect = (
+        sum(len(m["layers"]) for m in models.values())
+        + len(checkpoints) * len(trained["layers"])
+        + len(rotation["alphas"]) * len(rotation["layers"])
+    )
+    # One forward pass per set of weights (not per layer): each model, plus each earlier checkpoint.
+    assert counts == {
+        "all": 1, "probe_dataset": 1, "train_probecnn": 1, "extract": len(models) + len(checkpoints),
+        "dissect": expected_dissect, "provenance": 1, "report": 1,
+    }
+
+
+def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
+    config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    result = snakemake(clone, "-n", "-p", "--configfile", "config/paper.yaml")
+    counts = planned_jobs(result)
+    assert counts["download_broden"] == 2 and counts["extract"] == len(config["models"])
+    assert "train_probecnn" not in counts and "probe_dataset" not in counts
+    text = result.stdout
+    # AlexNet runs on the 227 variant, its conv layers after ReLU; the others on 224.
+    assert "--dataset data/broden1_227 --out results/activations/alexnet-imagenet/shard-0 --model torchvision:alexnet@imagenet" in text
+    assert "--layer features.1 --layer features.4 --layer features.7 --layer features.9 --layer features.11" in text
+    assert "--dataset data/broden1_224 --out results/activations/resnet152-imagenet/shard-0" in text
+
+
+def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
+    counts = planned_jobs(snakemake(clone, "-n", "--configfile", TINY, "--config", "shards=2"))
+    results = 2 + 1 + 2 + 1 + 1  # probecnn conv2/conv4, checkpoint 0, rotations 0 and 1, untrained, tiny
+    sources = 4  # probecnn final, checkpoint 0, untrained, tiny
+    assert counts["extract"] == 2 * sources
+    assert counts["dissect_topk"] == counts["dissect_tally"] == 2 * results
+    assert counts["merge_topk"] == counts["merge_tally"] == results
+    assert "dissect" not in counts
+
+
+def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> None:
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
+    result = snakemake(clone, "-n", "--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml")
+    planned_jobs(result)
+    blocks = (result.stdout + result.stderr).split("\nrule ")
+    extract = next(b for b in blocks if b.startswith("extract:"))
+    report = next(b for b in blocks if b.startswith("report:"))
+    assert "gpu=1" in extract and "cpus_per_task=8" in extract
+    assert "gpu=" not in report
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"shards": "two"}, "shards"),
+        ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "layer": ["x"]}}}, "'layer' was unexpected"),
+        ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "rotation": {"layers": ["conv9"], "alphas": [1]}}}},
+         "models.m.rotation.layers"),
+    ],
+)
+def test_bad_config_fails_naming_the_key(clone: Path, override: dict, key: str) -> None:
+    config = {"datasets": {"probe": {"source": "probe", "images": 4}},
+              "models": {"m": {"spec": "probecnn", "layers": ["conv1"]}}}
+    config.update(override)
+    (clone / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(clone, "-n", "--configfile", "bad.yaml")
+    assert result.returncode != 0
+    message = next(line for line in (result.stdout + result.stderr).splitlines() if line.startswith("config key"))
+    assert key in message
+
+
+# ------------------------------------------------------------------------------------------- provenance
+
+
+def test_provenance_records_versions_checksums_and_seeds(tmp_path: Path) -> None:
+    from importlib import metadata
+
+    (tmp_path / "index.csv").write_bytes(b"image,split\nx.jpg,train\n")
+    config = {"device": "cpu", "datasets": {"p": {"seed": 3}}, "models": {"m": {"rotation": {"seed": 1}}}}
+    record = collect_provenance(config, {"p": tmp_path})
+    assert record["unitscope_version"] == __version__
+    assert record["versions"]["torch"] == metadata.version("torch")
+    assert record["datasets"]["p"]["index_sha256"] == hashlib.sha256(b"image,split\nx.jpg,train\n").hexdigest()
+    assert record["seeds"] == {"datasets.p.seed": 3, "models.m.rotation.seed": 1}
+    assert record["config"] == config and record["device"]["configured"] == "cpu"
+    assert record["git"]["commit"] is None or len(record["git"]["commit"]) == 40
+    assert find_seeds({"a": {"train": {"seed": 0}, "rotation_seed": 5}}) == {"a.train.seed": 0, "a.rotation_seed": 5}
+
+
+def test_provenance_command_fails_cleanly_without_a_dataset(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("device: cpu\n")
+    out = tmp_path / "provenance.json"
+    assert provenance_main(["--config", str(config), "--dataset", f"p={tmp_path / 'missing'}", "--out", str(out)]) == 1
+    assert "index.csv does not exist" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def _check_summary_against_tally(layer_dir: Path) -> dict:
+    """summary.json recomputed from tally.csv (docs/outputs.md: detector = best IoU > threshold)."""
+    summary = json.loads((layer_dir / "summary.json").read_text())
+    meta = json.loads((layer_dir / "meta.json").read_text())
+    tally = pd.read_csv(layer_dir / "tally.csv", keep_default_na=False)
+    threshold = meta["iou_threshold"]
+    detectors = tally[tally["score"] > threshold]
+    assert summary["units"] == meta["units"] == len(tally)
+    assert summary["detectors"] == len(detectors)
+    assert summary["unique_top_label"]["all"] == detectors["label"].nunique()
+    for category in meta["categories"]:
+        assert summary["top_label_detectors_per_category"][category] == int((detectors["category"] == category).sum())
+        hits = tally[tally[f"{category}-iou"] > threshold]
+        assert summary["detectors_per_category"][category] == len(hits)
+        assert summary["unique_per_category"]["per_category"][category] == hits[f"{category}-label"].nunique()
+    return summary
+
+
+@pytest.mark.slow
+def test_tiny_workflow_end_to_end(clone: Path) -> None:
+    done = snakemake(clone, "--configfile", TINY)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    results = clone / "results/dissect"
+    expected = {
+        "probecnn/conv2": {"iteration": "4", "weights": "trained"},
+        "probecnn/conv4": {"iteration": "4", "weights": "trained"},
+        "probecnn-iter0/conv4": {"iteration": "0", "weights": "trained"},
+        "probecnn-rot0.00/conv4": {"iteration": "4"},
+        "probecnn-rot1.00/conv4": {"iteration": "4"},
+        "probecnn-untrained/conv4": {"weights": "untrained"},
+        "tiny/3": {"weights": "untrained"},
+    }
+    index_sha = hashlib.sha256((clone / "data/probe/index.csv").read_bytes()).hexdigest()
+    summaries = {}
+    for run, tags in expected.items():
+        layer_dir = results / run
+        assert sorted(p.name for p in layer_dir.iterdir() if not p.name.startswith(".")) == sorted(RESULT_FILES), run
+        meta = json.loads((layer_dir / "meta.json").read_text())
+        assert tags.items() <= meta["tags"].items(), (run, meta["tags"])
+        assert meta["dataset"]["index_sha256"] == index_sha and meta["top_k"] == 3
+        assert meta["unitscope_version"] == __version__
+        summaries[run] = _check_summary_against_tally(layer_dir)
+    rotated = json.loads((results / "probecnn-rot1.00/conv4/meta.json").read_text())
+    assert rotated["rotation"] == {"alpha": 1.0, "seed": 1, "unpermute": True} and rotated["model"] == "probecnn"
+    # α = 0 is a permutation of the units (un-permuting): every count is unchanged.
+    assert summaries["probecnn-rot0.00/conv4"] == summaries["probecnn/conv4"]
+
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["datasets"]["probe"]["index_sha256"] == index_sha
+    assert provenance["config"]["shards"] == 1 and provenance["unitscope_version"] == __version__
+    assert (clone / "reports/site/index.html").is_file()
+    assert not any((clone / "results/activations").rglob("*.npy")), "activation caches are temporary"
+    assert (clone / "logs/report.log").is_file() and (clone / "logs/train_probecnn/probecnn.log").is_file()
+
+    # The same results through the two-stage sharded flow (two image shards) are identical.
+    shutil.move(results, clone / "unsharded")
+    targets = ["results/dissect/probecnn/conv4", "results/dissect/probecnn-rot1.00/conv4"]
+    done = snakemake(clone, *targets, "--configfile", TINY, "--config", "shards=2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "rule train_probecnn" not in done.stdout + done.stderr, "the trained model is reused"
+    for target in targets:
+        sharded, unsharded = clone / target, clone / "unsharded" / target.removeprefix("results/dissect/")
+        for name in ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "summary.json"):
+            assert (sharded / name).read_text() == (unsharded / name).read_text(), (target, name)
+        np.testing.assert_array_equal(np.load(sharded / "top_maps.npy"), np.load(unsharded / "top_maps.npy"))
+    assert not (clone / "results/shards").exists() or not any((clone / "results/shards").rglob("*.npz"))

@@ -1,0 +1,328 @@
+"""The workflow's Python logic: the validated config turned into the jobs the rules run.
+
+Vocabulary (docs/workflow.md):
+  dataset  a Broden-format directory (generated probe set, downloaded Broden, or an existing path)
+  source   one set of weights of one model; a single forward pass per image shard extracts every
+           layer any run of the source needs (`results/activations/<source>/shard-<i>`, temporary)
+  run      one result set: a source seen in one basis (original, or rotated by alpha), dissected
+           per layer into `results/dissect/<run>/<layer>/` from the source's activation cache
+"""
+
+import json
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# Run the `unitscope` that belongs to the Python running Snakemake (a venv need not be activated);
+# a conda env activated by `--sdm conda` is prepended later and wins.
+_BIN = Path(sys.executable).parent
+if (_BIN / "unitscope").exists():
+    os.environ["PATH"] = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+# `python:MODULE:CALLABLE` specs import from the working directory too (as `python -m` would).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+
+
+def config_error(key: str, message: str) -> WorkflowError:
+    """A config problem, naming the key."""
+    return WorkflowError(f"config key `{key}`: {message} (every key: docs/workflow.md)")
+
+
+try:  # fills in the schema's defaults too
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as error:
+    invalid = error.__context__
+    if not isinstance(invalid, jsonschema.ValidationError):
+        raise
+    raise config_error(".".join(map(str, invalid.absolute_path)) or "(top level)", invalid.message) from None
+
+SHARDS = config["shards"]
+CONDA_ENV = "../../envs/unitscope.yaml"
+GPU_PER_JOB = 1 if config["device"] == "cuda" else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+def dataset_dir(name: str) -> str:
+    """Where dataset ``name`` lives: generated under data/, or the configured path."""
+    dataset = config["datasets"][name]
+    if dataset["source"] == "probe":
+        return f"data/{name}"
+    if dataset["source"] == "broden":
+        return f"data/broden1_{dataset['variant']}"
+    return dataset["path"]
+
+
+DATASET_KEYS = {"probe": {"images", "size", "seed"}, "broden": {"variant", "mirrors", "zip"}, "path": {"path"}}
+
+
+def _check_datasets() -> None:
+    seen: dict[str, str] = {}
+    for name, dataset in config["datasets"].items():
+        misplaced = sorted(set(dataset) - DATASET_KEYS[dataset["source"]] - {"source"})
+        if misplaced:
+            raise config_error(f"datasets.{name}.{misplaced[0]}", f"does not apply to source: {dataset['source']}")
+        path = os.path.normpath(dataset_dir(name))
+        if path in seen:
+            raise config_error(f"datasets.{name}", f"uses the same directory {path} as datasets.{seen[path]}")
+        seen[path] = name
+        if dataset["source"] == "path" and not Path(path, "index.csv").is_file():
+            raise config_error(
+                f"datasets.{name}.path", f"{path} holds no index.csv; point it at a Broden-format directory"
+            )
+
+
+_check_datasets()
+PROBE_DATASETS = [n for n, d in config["datasets"].items() if d["source"] == "probe"]
+
+
+def probe_options(wildcards) -> str:
+    dataset = config["datasets"][wildcards.dataset]
+    return " ".join(f"--{key} {dataset[key]}" for key in ("images", "size", "seed") if key in dataset)
+
+
+def broden_options(wildcards) -> str:
+    dataset = next(
+        d for d in config["datasets"].values() if d["source"] == "broden" and str(d["variant"]) == wildcards.variant
+    )
+    options = [f"--mirror {shlex.quote(url)}" for url in dataset.get("mirrors", [])]
+    if "zip" in dataset:
+        options.append(f"--from-zip {shlex.quote(dataset['zip'])}")
+    return " ".join(options)
+
+
+def model_dataset(model: str) -> str:
+    """The dataset name a model is dissected on (`dataset`, or the only one configured)."""
+    chosen = config["models"][model].get("dataset")
+    if chosen is None:
+        if len(config["datasets"]) != 1:
+            raise config_error(
+                f"models.{model}.dataset", f"required when several datasets are configured ({', '.join(config['datasets'])})"
+            )
+        return next(iter(config["datasets"]))
+    if chosen not in config["datasets"]:
+        raise config_error(f"models.{model}.dataset", f"{chosen!r} is not under `datasets` ({', '.join(config['datasets'])})")
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# models: sources (weights) and runs (result sets)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One set of weights of a model; one forward pass per shard extracts all ``layers``."""
+
+    name: str
+    model: str
+    iteration: int | None  # checkpoint of a pipeline-trained model (None: the spec's own weights)
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One result set: a source in one basis (``alpha`` None: the original basis)."""
+
+    name: str
+    source: Source
+    layers: tuple[str, ...]
+    tags: dict = field(hash=False)
+    alpha: float | None = None
+
+
+def _check_subset(model: str, key: str, layers: list) -> None:
+    missing = [layer for layer in layers if layer not in config["models"][model]["layers"]]
+    if missing:
+        raise config_error(f"models.{model}.{key}", f"{', '.join(missing)} not in models.{model}.layers")
+
+
+def _runs_of(model: str) -> list[Run]:
+    entry = config["models"][model]
+    model_dataset(model)
+    tags = {"series": model, **{str(k): str(v) for k, v in entry.get("tags", {}).items()}}
+    train = entry.get("train")
+    final = None
+    checkpoints: list[Source] = []
+    if train is not None:
+        if entry["spec"] != "probecnn":
+            raise config_error(f"models.{model}.train", f"the pipeline trains spec `probecnn` only, not {entry['spec']!r}")
+        final = train["iterations"]
+        tags = {"weights": "trained", **tags, "iteration": str(final)}
+        _check_subset(model, "train.layers", train["layers"])
+        late = [it for it in train["checkpoints"] if it > final]
+        if late:
+            raise config_error(f"models.{model}.train.checkpoints", f"{late} exceed train.iterations ({final})")
+        if train["layers"]:
+            checkpoints = [
+                Source(f"{model}-iter{it}", model, it, tuple(train["layers"]))
+                for it in sorted(set(train["checkpoints"]) - {final})
+            ]
+    main = Source(model, model, final, tuple(entry["layers"]))
+    runs = [Run(main.name, main, main.layers, tags)]
+    runs += [Run(s.name, s, s.layers, {**tags, "iteration": str(s.iteration)}) for s in checkpoints]
+    rotation = entry.get("rotation")
+    if rotation is not None:
+        _check_subset(model, "rotation.layers", rotation["layers"])
+        runs += [
+            Run(f"{model}-rot{alpha:.2f}", main, tuple(rotation["layers"]), tags, float(alpha))
+            for alpha in rotation["alphas"]
+        ]
+    return runs
+
+
+def _all_runs() -> dict[str, Run]:
+    runs: dict[str, Run] = {}
+    for model in config["models"]:
+        for run in _runs_of(model):
+            if run.name in runs:
+                raise config_error(f"models.{model}", f"its result set {run.name!r} clashes with another model's; rename one")
+            runs[run.name] = run
+    return runs
+
+
+RUNS = _all_runs()
+SOURCES = {run.source.name: run.source for run in RUNS.values()}
+TRAINED = [model for model, entry in config["models"].items() if "train" in entry]
+
+
+def train_options(wildcards) -> str:
+    train = config["models"][wildcards.model]["train"]
+    options = [f"--iterations {train['iterations']}", f"--seed {train['seed']}", f"--device {config['device']}"]
+    saved = sorted({*train["checkpoints"], train["iterations"]})  # the final weights are a checkpoint too
+    options.append(f"--checkpoints {','.join(map(str, saved))}")
+    return " ".join(options)
+
+
+def checkpoint_path(model: str, iteration: int) -> str:
+    """The checkpoint `unitscope train-probecnn` writes for ``iteration``."""
+    return f"results/models/{model}/checkpoint-{iteration}.pt"
+
+
+def model_options(source: Source) -> str:
+    """`--model`/`--arch`/`--normalize` of a source's forward pass (a trained source loads its checkpoint file)."""
+    entry = config["models"][source.model]
+    if source.iteration is not None:
+        spec, arch = f"file:{checkpoint_path(source.model, source.iteration)}", entry["spec"]
+    else:
+        spec, arch = entry["spec"], entry.get("arch")
+    options = [f"--model {shlex.quote(spec)}"]
+    if arch is not None:
+        options.append(f"--arch {shlex.quote(arch)}")
+    if "normalize" in entry:
+        options.append(f"--normalize {entry['normalize']}")
+    return " ".join(options)
+
+
+# ---------------------------------------------------------------------------------------------
+# paths and command-line options used by the rules
+
+
+def run_dataset(wildcards) -> str:
+    return dataset_dir(model_dataset(RUNS[wildcards.run].source.model))
+
+
+def source_inputs(wildcards) -> dict:
+    """The source's dataset, plus the training output when the source is a checkpoint."""
+    source = SOURCES[wildcards.source]
+    inputs = {"dataset": dataset_dir(model_dataset(source.model))}
+    if source.iteration is not None:
+        inputs["checkpoints"] = f"results/models/{source.model}"
+    return inputs
+
+
+def extract_options(wildcards) -> str:
+    source = SOURCES[wildcards.source]
+    layers = " ".join(f"--layer {shlex.quote(layer)}" for layer in source.layers)
+    return f"{model_options(source)} {layers} {shard_option(wildcards)} {common_options()}"
+
+
+def shard_option(wildcards) -> str:
+    """`--shard I/N` (I counts from 0) when the work is split into shards."""
+    return f"--shard {wildcards.shard}/{SHARDS}" if SHARDS > 1 else ""
+
+
+def common_options() -> str:
+    """Options of both `extract` and `dissect`: they must select the same images."""
+    options = [f"--device {config['device']}", f"--batch-size {config['batch_size']}"]
+    if config["max_images"] is not None:
+        options.append(f"--max-images {config['max_images']}")
+    if "categories" in config["dissect"]:
+        options.append(f"--categories {','.join(config['dissect']['categories'])}")
+    return " ".join(options)
+
+
+def cache_dir(wildcards, shard: int | None = None) -> str:
+    """The activation cache a run reads: its source's, for the wildcard's shard or ``shard``."""
+    shard = wildcards.shard if shard is None else shard
+    return f"results/activations/{RUNS[wildcards.run].source.name}/shard-{shard}"
+
+
+def dissect_options(wildcards) -> str:
+    """Every `unitscope dissect` option of a run except dataset, input, layer, output and stage."""
+    run = RUNS[wildcards.run]
+    settings = config["dissect"]
+    options = [common_options(), f"--name {shlex.quote(run.source.name)}"]
+    if settings["netdissect_level"]:
+        options.append("--netdissect-level")
+    else:
+        options.append(f"--quantile {settings['quantile']}")
+    options += [
+        f"--iou-threshold {settings['iou_threshold']}",
+        f"--presence {settings['presence']}",
+        f"--top-k {settings['top_k']}",
+    ]
+    if run.alpha is not None:
+        rotation = config["models"][run.source.model]["rotation"]
+        options.append(f"--rotation-alpha {run.alpha} --rotation-seed {rotation['seed']}")
+        if not rotation["unpermute"]:
+            options.append("--no-unpermute")
+    options += [f"--tag {shlex.quote(f'{key}={value}')}" for key, value in run.tags.items()]
+    return " ".join(options)
+
+
+def dissected() -> list[str]:
+    """Every (run, layer) result directory of the config."""
+    return [f"results/dissect/{run.name}/{layer}" for run in RUNS.values() for layer in run.layers]
+
+
+def report_datasets() -> list[str]:
+    return [dataset_dir(name) for name in config["datasets"]]
+
+
+def report_options() -> str:
+    """`--dataset` for the image strips and `--reference` when the configured directory exists."""
+    settings = config["report"]
+    name = settings.get("dataset") or next(iter(config["datasets"]))
+    if name not in config["datasets"]:
+        raise config_error("report.dataset", f"{name!r} is not under `datasets` ({', '.join(config['datasets'])})")
+    options = [f"--dataset {shlex.quote(dataset_dir(name))}"]
+    if settings["reference"] and Path(settings["reference"]).is_dir():
+        options.append(f"--reference {shlex.quote(settings['reference'])}")
+    return " ".join(options)
+
+
+def provenance_datasets() -> str:
+    return " ".join(f"--dataset {shlex.quote(f'{name}={dataset_dir(name)}')}" for name in config["datasets"])
+
+
+def one_of(names) -> str:
+    """A wildcard constraint matching exactly the given names (nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+wildcard_constraints:
+    run=one_of(RUNS),
+    source=one_of(SOURCES),
+    model=one_of(TRAINED),
+    dataset=one_of(PROBE_DATASETS),
+    variant="224|227|384",
+    shard=r"\d+",
+    layer="[^/]+",

@@ -1,0 +1,20 @@
+# Models the pipeline trains itself (spec `probecnn`), with checkpoints along the way.
+
+
+rule train_probecnn:
+    input:
+        dataset=lambda wildcards: dataset_dir(model_dataset(wildcards.model)),
+    output:
+        directory("results/models/{model}"),
+    log:
+        "logs/train_probecnn/{model}.log",
+    params:
+        options=train_options,
+    threads: config["threads"]
+    resources:
+        gpu=GPU_PER_JOB,
+    conda:
+        CONDA_ENV
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+        "unitscope train-probecnn --dataset {input.dataset} --out {output} {params.options} > {log} 2>&1"

@@ -1,0 +1,37 @@
+# Provenance of the result set, then the static report site.
+
+
+rule provenance:
+    input:
+        datasets=report_datasets(),
+        results=dissected(),
+    output:
+        "results/dissect/provenance.json",
+    log:
+        "logs/provenance.log",
+    params:
+        config=lambda wildcards: json.dumps(config),
+        datasets=provenance_datasets(),
+    conda:
+        CONDA_ENV
+    shell:
+        "printf '%s' {params.config:q} | python -m unitscope.provenance --config - {params.datasets} --out {output} "
+        "> {log} 2>&1"
+
+
+rule report:
+    input:
+        datasets=report_datasets(),
+        results=dissected(),
+        provenance="results/dissect/provenance.json",
+    output:
+        directory("reports/site"),
+    log:
+        "logs/report.log",
+    params:
+        options=report_options(),
+    threads: config["threads"]
+    conda:
+        CONDA_ENV
+    shell:
+        "unitscope report --results results/dissect {params.options} --workers {threads} --out {output} > {log} 2>&1"
