@@ -414,3 +414,22 @@ def test_reference_numbers_are_the_published_ones(tmp_path) -> None:
     assert places[1:] == ["256", "118", "91", "72"]  # SOURCE.md / spec §4.1–4.2
     resnet = next(r for r in rows if r[:2] == ["resnet-152-torch-places365", "caffe.Eltwise_510"])
     assert resnet[2] == "347"
+
+
+def test_trained_vs_untrained_compares_the_final_checkpoint(tmp_path) -> None:
+    """As the workflow tags them: the trained model's final weights carry the highest iteration tag."""
+    from unitscope.report.pages import weights_rows
+
+    dataset = make_dataset(tmp_path / "broden")
+    results = tmp_path / "results"
+    trained = {"series": "toy", "weights": "trained"}
+    for seed, iteration in ((1, 4), (2, 256), (3, 16)):
+        make_results(results / f"toy-{iteration}", dataset, model=f"toy@{iteration}", layer="layer4", units=6,
+                     seed=seed, tags={**trained, "iteration": str(iteration)})
+    make_results(results / "toy-untrained", dataset, model="toy-untrained", layer="layer4", units=6, seed=4,
+                 tags={"series": "toy", "weights": "untrained"})
+    rows = weights_rows(collect([results]))
+    final = summarize(pd.read_csv(results / "toy-256" / "layer4" / "tally.csv", keep_default_na=False))
+    got = rows[rows["weights"] == "trained"].set_index("category")["unique"].to_dict()
+    assert got == final["unique_per_category"]["per_category"]
+    assert set(rows["weights"]) == {"trained", "untrained"}

@@ -6,6 +6,7 @@ Units are 1-based in text and page names, 0-based in strip file names (as NetDis
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -267,18 +268,36 @@ def rotation_rows(collection: Collection) -> pd.DataFrame:
 
 
 def weights_rows(collection: Collection) -> pd.DataFrame:
-    """Unique detectors per category of unrotated runs tagged ``weights``, grouped by series and layer."""
-    rows = []
-    groups: dict[tuple, list[Run]] = defaultdict(list)
+    """Unique detectors per category of the final weights of each ``weights`` tag, grouped by series and layer.
+
+    Final weights: of the unrotated runs with one (series, layer, weights), the one without an ``iteration``
+    tag or else with the highest (a pipeline-trained model's last checkpoint, not its earlier ones).
+    """
+    final: dict[tuple, Run] = {}
     for run in collection.runs:
-        if not run.rotation and run.tags.get("weights") and not run.tags.get("iteration"):
-            groups[(run.series, run.layer)].append(run)
+        if run.rotation or not run.tags.get("weights"):
+            continue
+        key = (run.series, run.layer, run.tags["weights"])
+        if key not in final or _training_progress(run) > _training_progress(final[key]):
+            final[key] = run
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for (series, layer, _), run in final.items():
+        groups[(series, layer)].append(run)
+    rows = []
     for (series, layer), runs in groups.items():
         if len({r.tags["weights"] for r in runs}) < 2:
             continue
         for run in runs:
             rows += _unique_long(run, group=f"{series} · {layer}", weights=run.tags["weights"])
     return pd.DataFrame(rows, columns=["group", "weights", "category", "unique"])
+
+
+def _training_progress(run: Run) -> float:
+    """A run's ``iteration`` tag as a number; a run without one holds final weights (infinity)."""
+    try:
+        return float(run.tags["iteration"])
+    except (KeyError, ValueError):
+        return math.inf
 
 
 def iteration_rows(collection: Collection) -> pd.DataFrame:
