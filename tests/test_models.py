@@ -27,13 +27,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 SANITY = SHARED / "realdata" / "sanity-images"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one intra-op thread (and the test machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def equal_state(a: nn.Module, b: nn.Module) -> bool:

@@ -20,13 +20,7 @@ SIZE = 64
 SCENES = ["reddish-s", "bluish-s"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one intra-op thread (and the test machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_scene_set(root: Path, images: int = 48, classes: list[str] = SCENES) -> tuple[Path, int]:
