@@ -23,6 +23,7 @@ Notebook use::
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -300,9 +301,17 @@ class _Transform:
         units = acts.shape[1]
         if units not in self.matrices:
             r = self.rotation
-            matrix = rotation_matrix(units, r.alpha, r.seed, unpermute=r.unpermute)
-            self.matrices[units] = torch.as_tensor(np.asarray(matrix), dtype=torch.float32, device=self.device)
+            matrix = _rotation_matrix(units, r.alpha, r.seed, r.unpermute)
+            self.matrices[units] = torch.tensor(matrix, dtype=torch.float32, device=self.device)
         return rotate_activations(acts, self.matrices[units]).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _rotation_matrix(units: int, alpha: float, seed: int, unpermute: bool) -> np.ndarray:
+    """P·Q^α, computed once per process: its Schur decomposition is O(units³), and both passes need it."""
+    matrix = np.asarray(rotation_matrix(units, alpha, seed, unpermute=unpermute))
+    matrix.flags.writeable = False
+    return matrix
 
 
 def _check_rows(seen: int, run: _Run) -> None:
