@@ -433,3 +433,19 @@ def test_trained_vs_untrained_compares_the_final_checkpoint(tmp_path) -> None:
     got = rows[rows["weights"] == "trained"].set_index("category")["unique"].to_dict()
     assert got == final["unique_per_category"]["per_category"]
     assert set(rows["weights"]) == {"trained", "untrained"}
+
+
+def test_training_curves_need_two_checkpoints(tmp_path) -> None:
+    from unitscope.report.pages import iteration_rows
+
+    dataset = make_dataset(tmp_path / "broden")
+    results = tmp_path / "results"
+    trained = {"series": "toy", "weights": "trained"}
+    for seed, iteration in ((1, 4), (2, 64)):
+        make_results(results / f"toy-{iteration}", dataset, model=f"toy@{iteration}", layer="layer4", units=6,
+                     seed=seed, tags={**trained, "iteration": str(iteration)})
+    make_results(results / "toy-64", dataset, model="toy@64", layer="layer3", units=6, seed=3,
+                 tags={**trained, "iteration": "64"})  # only the final weights of layer3: no curve
+    rows = iteration_rows(collect([results]))
+    assert set(rows["group"]) == {"toy · layer4"}
+    assert sorted(set(rows["iteration"])) == [4.0, 64.0]

@@ -75,8 +75,7 @@ def interpretability_by_layer(rows: pd.DataFrame) -> dict | None:
         tooltip=["model:N", "layer:N", "category:N", alt.Tooltip("fraction:Q", format=".1%")],
     )
     layered = (base.mark_line() + base.mark_point(filled=True, size=40)).properties(width=220, height=180)
-    chart = layered.facet(column=alt.Column("model:N", title=None, header=alt.Header(labelFontWeight="bold")))
-    return _finish(chart, "Fraction of detector units per category for every dissected layer")
+    return _finish(_panels(layered, "model:N"), "Fraction of detector units per category for every dissected layer")
 
 
 def unique_detectors_bars(rows: pd.DataFrame, description: str) -> dict | None:
@@ -113,8 +112,7 @@ def _per_category_lines(rows: pd.DataFrame, x: alt.X, description: str) -> dict 
         tooltip=["group:N", "category:N", alt.Tooltip("unique:Q", title="unique detectors"), x.shorthand],
     )
     layered = (base.mark_line() + base.mark_point(filled=True, size=40)).properties(width=260, height=180)
-    chart = layered.facet(column=alt.Column("group:N", title=None, header=alt.Header(labelFontWeight="bold")))
-    return _finish(chart, description)
+    return _finish(_panels(layered, "group:N"), description)
 
 
 def rotation_chart(rows: pd.DataFrame) -> dict | None:
@@ -140,7 +138,7 @@ def weights_chart(rows: pd.DataFrame) -> dict | None:
     """Grouped bars: unique detectors per category for each weights tag (``group``, ``weights``, ``category``, ``unique``)."""
     if rows.empty:
         return None
-    chart = (
+    bars = (
         alt.Chart(rows)
         .mark_bar()
         .encode(
@@ -151,6 +149,10 @@ def weights_chart(rows: pd.DataFrame) -> dict | None:
             tooltip=["group:N", "weights:N", "category:N", "unique:Q"],
         )
         .properties(width=320, height=180)
-        .facet(column=alt.Column("group:N", title=None, header=alt.Header(labelFontWeight="bold")))
     )
-    return _finish(chart, "Unique detectors per category of trained and untrained weights")
+    return _finish(_panels(bars, "group:N"), "Unique detectors per category of trained and untrained weights")
+
+
+def _panels(chart: alt.Chart, field: str) -> alt.FacetChart:
+    """One panel per value of ``field``, wrapped after three so that pages don't scroll sideways."""
+    return chart.facet(facet=alt.Facet(field, title=None, header=alt.Header(labelFontWeight="bold")), columns=3)

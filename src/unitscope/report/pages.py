@@ -301,7 +301,7 @@ def _training_progress(run: Run) -> float:
 
 
 def iteration_rows(collection: Collection) -> pd.DataFrame:
-    """Unique detectors per category over the ``iteration`` tag, grouped by series and layer."""
+    """Unique detectors per category over the ``iteration`` tag, grouped by series and layer (≥ 2 iterations)."""
     rows = []
     for run in collection.runs:
         iteration = run.tags.get("iteration")
@@ -312,4 +312,6 @@ def iteration_rows(collection: Collection) -> pd.DataFrame:
         except ValueError:
             continue
         rows += _unique_long(run, group=f"{run.series} · {run.layer}", iteration=value)
-    return pd.DataFrame(rows, columns=["group", "iteration", "category", "unique"])
+    table = pd.DataFrame(rows, columns=["group", "iteration", "category", "unique"])
+    curves = table.groupby("group")["iteration"].transform("nunique") > 1  # a single checkpoint is no curve
+    return table[curves].reset_index(drop=True)
