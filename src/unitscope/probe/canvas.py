@@ -1,8 +1,10 @@
 """A canvas that paints an image and its Broden label layers with one geometry.
 
 Shapes are polygons in unit coordinates ((0, 0) top left, (1, 1) bottom right). The image is painted at
-twice its final size and box-downsampled (anti-aliasing); the labels are rasterised with the same
-polygons directly at label-map resolution, i.e. the nearest-neighbour sampling real Broden uses. A later
+twice its final size and box-downsampled (anti-aliasing) as three layers: the light and the dark colour of
+each region's :class:`Paint` and the grey level of its pattern. The tint that blends them is applied once,
+after downsampling, so a patterned shape costs one grey-level paste, not a colour render of its own. The
+labels are rasterised with the same polygons directly at label-map resolution, i.e. the nearest-neighbour sampling real Broden uses. A later
 shape overwrites every label layer of an earlier one (painter's algorithm), so occlusion stays consistent.
 """
 
@@ -44,8 +46,10 @@ class Canvas:
         self.size = size
         self.label_size = label_size
         self.canvas = 2 * size
-        self._image = Image.new("RGB", (self.canvas, self.canvas))
-        self._draw = ImageDraw.Draw(self._image)
+        self._light = Image.new("RGB", (self.canvas, self.canvas))
+        self._dark = Image.new("RGB", (self.canvas, self.canvas))
+        self._gray = Image.new("L", (self.canvas, self.canvas), 255)
+        self._draws = (ImageDraw.Draw(self._light), ImageDraw.Draw(self._dark), ImageDraw.Draw(self._gray))
         self._regions = Image.new("I", (label_size, label_size))
         self._draw_regions = ImageDraw.Draw(self._regions)
         self._region_ids: dict[tuple[int, ...], int] = {(0, 0, 0, 0): 0}
@@ -59,12 +63,17 @@ class Canvas:
         if not shapes:
             return
         pixels = [[(x * self.canvas - 0.5, y * self.canvas - 0.5) for x, y in points] for points in shapes]
+        light_draw, dark_draw, gray_draw = self._draws
         if isinstance(paint, Paint) and paint.pattern != "flat":
+            for polygon in pixels:
+                light_draw.polygon(polygon, fill=paint.light)
+                dark_draw.polygon(polygon, fill=paint.dark)
             self._paste(pixels, paint)
-        else:
+        else:  # grey 255 shows the light colour alone, so the dark layer can keep what it had
             fill = paint.light if isinstance(paint, Paint) else paint
             for polygon in pixels:
-                self._draw.polygon(polygon, fill=fill)
+                light_draw.polygon(polygon, fill=fill)
+                gray_draw.polygon(polygon, fill=255)
         if labels is not None:
             region = self._region_ids.setdefault(labels.numbers(), len(self._region_ids))
             scale = self.label_size
@@ -82,13 +91,14 @@ class Canvas:
         draw = ImageDraw.Draw(mask)
         for polygon in polygons:
             draw.polygon([(x - x0, y - y0) for x, y in polygon], fill=255)
-        self._image.paste(paint.render((x0, y0, x1, y1), self.canvas), (x0, y0), mask)
+        self._gray.paste(paint.gray((x0, y0, x1, y1), self.canvas), (x0, y0), mask)
 
     def finish(self, brightness: float = 1.0, tint: Sequence[float] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
         """The uint8 (size, size, 3) image under the given lighting, and the int32 (4, s, s) label layers."""
         gains = brightness * np.asarray(tint, dtype=np.float64)[:, None]
         lighting = np.minimum(np.round(np.arange(256) * gains), 255).astype(int).ravel().tolist()
-        image = np.asarray(self._image.reduce(2).point(lighting))
+        light, dark, gray = (layer.reduce(2) for layer in (self._light, self._dark, self._gray))
+        image = np.asarray(Image.composite(light, dark, gray).point(lighting))
         table = np.zeros((len(self._region_ids), len(LAYERS)), dtype=np.int32)
         for numbers, region in self._region_ids.items():
             table[region] = numbers

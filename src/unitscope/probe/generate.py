@@ -26,7 +26,7 @@ from unitscope.probe.vocabulary import NAMES, NUMBER, SCENE_CLASSES, SCENE_SOURC
 
 GENERATOR = "unitscope.probe"
 #: Bumped whenever the same seed would draw different images.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Fraction of the images that are DTD-like texture samples (colour + texture labels only).
 TEXTURE_FRACTION = 0.15
 MIN_SIZE = 32
