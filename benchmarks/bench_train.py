@@ -13,13 +13,14 @@ import time
 
 import torch
 
-from unitscope.train import ITERATIONS, train_probecnn
+from unitscope.options import TRAIN_ITERATIONS
+from unitscope.train import train_probecnn
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--iterations", type=int, default=ITERATIONS)
+    parser.add_argument("--iterations", type=int, default=TRAIN_ITERATIONS)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

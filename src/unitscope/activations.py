@@ -23,6 +23,7 @@ from torch import nn
 
 from unitscope.models import normalizer, resolve_layers
 from unitscope.models.layers import LayerError
+from unitscope.results import write_json
 
 ARRAY_NAME = "activations.npy"
 META_NAME = "activations.json"
@@ -96,12 +97,6 @@ def extract_batches(
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class ActivationCacheWriter:
@@ -180,7 +175,7 @@ class ActivationCacheWriter:
                 "image_stop": self.image_stop,
                 **self._extra,
             }
-            _write_json(self.out / layer / META_NAME, meta)
+            write_json(meta, self.out / layer / META_NAME)
         self._arrays.clear()
 
     def abort(self) -> None:

@@ -43,7 +43,7 @@ from unitscope.activations import ActivationCacheWriter, extract_batches, read_c
 from unitscope.broden.loaders import image_loader, segmentation_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.models import LoadedModel, load_model, normalizer, resolve_layers
-from unitscope.options import Shard, resolve_device
+from unitscope.options import PRESENCE_RULES, Shard, resolve_device
 from unitscope.results import (
     iou_table,
     read_thresholds,
@@ -58,7 +58,7 @@ from unitscope.results import (
 )
 from unitscope.rotation import rotate_activations, rotation_matrix
 from unitscope.summary import summarize
-from unitscope.tally import PRESENCE_RULES, Tally, TallyCounts
+from unitscope.tally import Tally, TallyCounts
 from unitscope.thresholds import NETDISSECT_LEVEL, TopImages, TopK, required_k
 
 PART_FILE = "part.json"
@@ -414,10 +414,12 @@ def _tally_pass(run: _Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[s
                 acts = transform(raw[layer])
                 layer_state = state[layer]
                 layer_state.tally.update(acts, seg.layers, seg.image_labels)
-                for row, image in enumerate(indices.tolist()):
-                    for unit, rank in layer_state.lookup.get(image, ()):
-                        layer_state.maps[unit, rank] = acts[row, unit].cpu().numpy()
-                        layer_state.filled[unit, rank] = True
+                hits = [(row, unit, rank) for row, image in enumerate(indices.tolist())
+                        for unit, rank in layer_state.lookup.get(image, ())]
+                if hits:  # one device-to-host copy per batch, not one per top image
+                    rows, units, ranks = (list(column) for column in zip(*hits))
+                    layer_state.maps[units, ranks] = acts[rows, units].cpu().numpy()
+                    layer_state.filled[units, ranks] = True
             seen += len(indices)
             progress.update(len(indices))
     finally:

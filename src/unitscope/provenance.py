@@ -10,9 +10,7 @@ The workflow writes one ``provenance.json`` beside its results::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -24,6 +22,8 @@ from pathlib import Path
 import yaml
 
 from unitscope import __version__
+from unitscope.broden.download import sha256_of
+from unitscope.results import write_json
 
 #: Distributions whose versions decide the numbers.
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "scipy")
@@ -62,11 +62,7 @@ def index_sha256(dataset_dir: str | Path) -> str:
     path = Path(dataset_dir) / "index.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {dataset_dir} is not a Broden-format directory")
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def find_seeds(config: Mapping, prefix: str = "") -> dict[str, int]:
@@ -113,16 +109,6 @@ def collect_provenance(config: Mapping, datasets: Mapping[str, str | Path]) -> d
     }
 
 
-def write_json(record: Mapping, out: str | Path) -> Path:
-    """Write ``record`` as indented JSON atomically (temporary name in the same directory, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    return out
-
-
 def _dataset_argument(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
@@ -141,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         config = yaml.safe_load(text)
         if not isinstance(config, Mapping):
             raise ValueError(f"--config {args.config}: not a mapping of config keys")
-        write_json(collect_provenance(config, dict(args.dataset)), args.out)
+        write_json(collect_provenance(config, dict(args.dataset)), Path(args.out))
     except (OSError, ValueError, yaml.YAMLError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ from unitscope.tally import TallyCounts
 from unitscope.thresholds import TopImages
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp)`` to a temporary sibling, then rename onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -29,11 +29,11 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def write_json(data: object, path: Path) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def write_npy(array: np.ndarray, path: Path) -> None:
@@ -41,7 +41,7 @@ def write_npy(array: np.ndarray, path: Path) -> None:
         with open(tmp, "wb") as handle:
             np.save(handle, array)
 
-    _atomic(path, write)
+    write_atomic(path, write)
 
 
 def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
@@ -49,7 +49,7 @@ def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
-    _atomic(path, write)
+    write_atomic(path, write)
 
 
 def tally_table(

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-PRESENCE_RULES: tuple[str, ...] = ("image", "mask")
+from unitscope.options import PRESENCE_RULES
+
 
 
 @dataclass(frozen=True)

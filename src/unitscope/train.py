@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,12 @@ from unitscope.broden.loaders import image_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.models.normalize import normalizer
 from unitscope.models.probecnn import ProbeCNN
+from unitscope.options import TRAIN_BATCH_SIZE, TRAIN_ITERATIONS
+from unitscope.results import write_atomic, write_json
 
 PROBE_META = "probe.json"
 TRAINING_LOG = "training.json"
 NORMALIZE = "imagenet"
-ITERATIONS = 128
-BATCH_SIZE = 32
 
 
 def geometric_checkpoints(iterations: int) -> list[int]:
@@ -41,9 +40,8 @@ def checkpoint_name(iteration: int) -> str:
     return f"checkpoint-{iteration}.pt"
 
 
-def _scene_data(dataset_dir: Path, split: str, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _scene_data(dataset: BrodenDataset, split: str, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images ``(N, 3, H, W)`` and class ids ``(N,)`` of the split's images that have a scene label."""
-    dataset = BrodenDataset(dataset_dir, categories=["scene"])
     class_of = {name: k for k, name in enumerate(classes)}
     names = dataset.labels["name"]
     rows, targets = [], []
@@ -57,12 +55,12 @@ def _scene_data(dataset_dir: Path, split: str, classes: list[str]) -> tuple[torc
         if name not in class_of:
             raise ValueError(
                 f"{dataset.image_path(i)}: scene label {name!r} is not among the scene_classes "
-                f"of {dataset_dir / PROBE_META}"
+                f"of {dataset.root / PROBE_META}"
             )
         rows.append(i)
         targets.append(class_of[name])
     if not rows:
-        raise ValueError(f"{dataset_dir}: no {split} images with a scene label")
+        raise ValueError(f"{dataset.root}: no {split} images with a scene label")
     images = torch.cat([batch for _, batch in image_loader(dataset, rows, batch_size=64)])
     return images, torch.tensor(targets, dtype=torch.long)
 
@@ -103,18 +101,16 @@ def _deterministic(enabled: bool) -> Iterator[None]:
 
 
 def _save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def train_probecnn(
     dataset_dir: str | Path,
     out_dir: str | Path,
-    iterations: int = ITERATIONS,
+    iterations: int = TRAIN_ITERATIONS,
     seed: int = 0,
     checkpoints: Sequence[int] | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int = TRAIN_BATCH_SIZE,
     lr: float = 0.05,
     weight_decay: float = 5e-4,
     device: torch.device | str = "cpu",
@@ -139,8 +135,9 @@ def train_probecnn(
     classes = json.loads(meta_path.read_text()).get("scene_classes")
     if not classes:
         raise ValueError(f"{meta_path} lists no scene_classes: nothing to train on")
-    train_images, train_targets = _scene_data(dataset_dir, "train", classes)
-    val_images, val_targets = _scene_data(dataset_dir, "val", classes)
+    dataset = BrodenDataset(dataset_dir, categories=["scene"])
+    train_images, train_targets = _scene_data(dataset, "train", classes)
+    val_images, val_targets = _scene_data(dataset, "val", classes)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with torch.random.fork_rng(devices=[]), _deterministic(device.type == "cpu"):
@@ -205,7 +202,5 @@ def train_probecnn(
         "checkpoints": records,
         "train_loss": losses,
     }
-    tmp = out_dir / f".{TRAINING_LOG}.partial"
-    tmp.write_text(json.dumps(log, indent=2) + "\n")
-    os.replace(tmp, out_dir / TRAINING_LOG)
+    write_json(log, out_dir / TRAINING_LOG)
     return log

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from unitscope.options import categories_option, device_option, normalize_option, shard_option
+from unitscope.options import PRESENCE_RULES, categories_option, device_option, normalize_option, shard_option
 
-PRESENCE = ("image", "mask")
 
 
 def _tags(values: tuple[str, ...]) -> dict[str, str]:
@@ -36,7 +35,7 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--netdissect-level", is_flag=True, help="Use NetDissect's effective level 0.994995 instead of 1 − α.")
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.04, show_default=True,
               help="A unit is a detector when its best IoU exceeds this.")
-@click.option("--presence", type=click.Choice(PRESENCE), default="image", show_default=True,
+@click.option("--presence", type=click.Choice(PRESENCE_RULES), default="image", show_default=True,
               help="Category presence rule of the union: image (original NetDissect) or mask (NetDissect-Lite).")
 @categories_option
 @click.option("--top-k", type=click.IntRange(1), default=10, show_default=True, help="Top images kept per unit.")
@@ -86,7 +85,7 @@ def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, ne
         if rotation_alpha is not None:
             rotation = engine.Rotation(rotation_alpha, rotation_seed, unpermute=not no_unpermute)
         settings = engine.DissectSettings(
-            quantile=0.005 if quantile is None else quantile, netdissect_level=netdissect_level,
+            quantile=engine.DissectSettings.quantile if quantile is None else quantile, netdissect_level=netdissect_level,
             iou_threshold=iou_threshold, presence=presence, top_k=top_k, batch_size=batch_size, device=str(device),
             normalize=normalize, max_images=max_images, rotation=rotation, name=name, tags=tag_values,
         )

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from unitscope.options import categories_option, device_option, normalize_option, shard_option
+from unitscope.options import (
+    TRAIN_BATCH_SIZE,
+    TRAIN_ITERATIONS,
+    categories_option,
+    device_option,
+    normalize_option,
+    shard_option,
+)
 
 if TYPE_CHECKING:
     from unitscope.models import LoadedModel
@@ -125,14 +132,14 @@ def _parse_checkpoints(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option("--dataset", "dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option(
-    "--iterations", type=click.IntRange(min=0), default=128, show_default=True, help="SGD steps."
+    "--iterations", type=click.IntRange(min=0), default=TRAIN_ITERATIONS, show_default=True, help="SGD steps."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--checkpoints", callback=_parse_checkpoints, default=None, help="Iterations to save (default 0,1,2,4,…,N)."
 )
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step."
+    "--batch-size", type=click.IntRange(min=1), default=TRAIN_BATCH_SIZE, show_default=True, help="Images per step."
 )
 @device_option
 def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, device) -> None:

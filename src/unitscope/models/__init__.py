@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from unitscope.models import places365, probecnn, zoo  # noqa: F401  (registration side effects)
 from unitscope.models.layers import LayerError, layer_shapes, resolve_layers
-from unitscope.models.normalize import KINDS as NORMALIZATIONS
 from unitscope.models.normalize import normalizer
+from unitscope.options import NORMALIZATIONS
 from unitscope.models.registry import (
     SPEC_FORMS,
     LoadedModel,

