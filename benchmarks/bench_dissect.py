@@ -3,7 +3,9 @@
 Measures, side by side in one run on the CPU:
   (a) a whole ``dissect`` of one layer vs the forward pass alone over the same images (JPEG decoding in both);
   (b) the exact vectorised tally vs a NetDissect-Lite-style loop (per image, per unit: Pillow resize,
-      argwhere, bincount over the label layers) on the same activations and segmentations;
+      argwhere, bincount over the label layers) on the same activations and decoded segmentations; the
+      numbering of each image's label combinations (done when segmentation batches are built) is timed
+      apart and reported with and without;
   (c) peak resident memory of ``dissect`` at N and 4N images (each in a fresh subprocess).
 
     .venv/bin/python benchmarks/bench_dissect.py --images 64 --workdir /tmp/unitscope-bench
@@ -25,7 +27,7 @@ import torch
 from PIL import Image
 
 from unitscope.activations import extract_batches
-from unitscope.broden.loaders import image_loader
+from unitscope.broden.loaders import batch_segmentations, image_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect import DissectSettings, dissect
 from unitscope.models import load_model
@@ -86,48 +88,51 @@ def lite_tally(acts: np.ndarray, thresholds: np.ndarray, segmentations, primary:
 
 
 def tally_comparison(dataset: BrodenDataset, model, layer: str, batch_size: int, repeats: int, threads: int) -> dict:
-    batches = list(extract_batches(model.module, [layer], image_loader(dataset, range(len(dataset)), batch_size),
-                                   model.default_normalize, torch.device("cpu")))
-    acts = torch.cat([b[1][layer] for b in batches])
+    extracted = extract_batches(model.module, [layer], image_loader(dataset, range(len(dataset)), batch_size),
+                                model.default_normalize, torch.device("cpu"))
+    acts = torch.cat([b[1][layer] for b in extracted])
     units, h, w = acts.shape[1:]
     topk = TopK(units, required_k(len(acts) * h * w, LEVEL))
     topk.update(acts)
     thresholds = topk.threshold(LEVEL)
     segmentations = [dataset.segmentation(i) for i in range(len(dataset))]  # decoded once, outside both timings
-    depth = max(len(s.layers) for s in segmentations)
-    count = max(len(s.image_labels) for s in segmentations)
-    layers = np.zeros((len(segmentations), depth, *dataset.label_size), np.int32)
-    image_labels = np.zeros((len(segmentations), count), np.int32)
-    for i, s in enumerate(segmentations):
-        layers[i, : len(s.layers)] = s.layers
-        image_labels[i, : len(s.image_labels)] = s.image_labels
     primary = dataset.primary
 
-    def ours(threads: int) -> tuple[float, Tally]:
+    def batches() -> tuple[float, list]:
+        """Segmentation batches as the loader builds them (label combinations per image), timed."""
+        start = time.perf_counter()
+        built = [batch_segmentations(segmentations[s : s + batch_size], range(s, min(s + batch_size, len(acts))))
+                 for s in range(0, len(acts), batch_size)]
+        return time.perf_counter() - start, built
+
+    def ours(threads: int, built: list) -> tuple[float, Tally]:
         torch.set_num_threads(threads)
         start = time.perf_counter()
         tally = Tally(thresholds, primary, len(dataset.categories), presence="mask")
-        for s in range(0, len(acts), batch_size):
-            tally.update(acts[s : s + batch_size], torch.from_numpy(layers[s : s + batch_size]),
-                         torch.from_numpy(image_labels[s : s + batch_size]))
+        for s, batch in zip(range(0, len(acts), batch_size), built):
+            tally.update(acts[s : s + batch_size], batch)
         seconds = time.perf_counter() - start
         torch.set_num_threads(1)
         return seconds, tally
 
-    one, many, lite = [], [], []
+    one, many, lite, combine = [], [], [], []
     for _ in range(repeats):  # interleaved, best of each
-        one.append(ours(1)[0])
-        many.append(ours(threads)[0])
+        seconds, built = batches()
+        combine.append(seconds)
+        one.append(ours(1, built)[0])
+        many.append(ours(threads, built)[0])
         start = time.perf_counter()
         inter, act_cat = lite_tally(acts.numpy(), thresholds, segmentations, primary, len(dataset.categories))
         lite.append(time.perf_counter() - start)
-    counts = ours(1)[1].counts()
+    counts = ours(1, built)[1].counts()
     return {
         "units": units, "map": [h, w], "images": len(acts),
         "active_pairs": int((acts.amax(dim=(2, 3)) > torch.from_numpy(thresholds)).sum()),
         "mask_pixels": int(counts.activation.sum()), "lite_s": min(lite),
         "ours_1_thread_s": min(one), "speedup_1_thread": min(lite) / min(one),
         f"ours_{threads}_threads_s": min(many), f"speedup_{threads}_threads": min(lite) / min(many),
+        "label_combinations_s": min(combine),
+        "speedup_1_thread_with_label_combinations": min(lite) / (min(one) + min(combine)),
         "intersect_total": int(counts.intersect.sum()),
         "intersect_max_abs_diff_vs_lite": int(np.abs(counts.intersect - inter).max()),
         "act_cat_max_abs_diff_vs_lite": int(np.abs(counts.act_cat - act_cat).max()),

@@ -187,14 +187,20 @@ def test_loaders_match_item_access_in_order(written, num_workers) -> None:
         items = [dataset.segmentation(i) for i in batch.indices.tolist()]
         depth = max(s.layers.shape[0] for s in items)
         count = max(s.image_labels.shape[0] for s in items)
-        assert batch.layers.dtype == torch.int32 and batch.image_labels.dtype == torch.int32
-        assert batch.layers.shape == (len(items), depth, LABEL_SIZE, LABEL_SIZE)
-        assert batch.image_labels.shape == (len(items), count)
+        assert batch.combination_ids.dtype == torch.int32 and batch.combination_labels.dtype == torch.int32
+        assert batch.combination_ids.shape == (len(items), LABEL_SIZE, LABEL_SIZE)
+        assert batch.combination_labels.shape[2] == depth and batch.image_labels.shape == (len(items), count)
         for b, item in enumerate(items):
             d, k = item.layers.shape[0], item.image_labels.shape[0]
-            np.testing.assert_array_equal(batch.layers[b, :d].numpy(), item.layers)
+            ids, labels = batch.combination_ids[b].long(), batch.combination_labels[b]
+            per_pixel = labels[ids].permute(2, 0, 1).numpy()  # (D, sh, sw): the layers, zero-padded
+            np.testing.assert_array_equal(per_pixel[:d], item.layers)
+            assert not per_pixel[d:].any()
+            pixels = batch.combination_pixels[b]
+            assert torch.equal(pixels, torch.bincount(ids.flatten(), minlength=len(pixels)))
+            assert not labels[pixels == 0].any()  # padding combinations: no pixel, label 0
             np.testing.assert_array_equal(batch.image_labels[b, :k].numpy(), item.image_labels)
-            assert not batch.layers[b, d:].any() and not batch.image_labels[b, k:].any()
+            assert not batch.image_labels[b, k:].any()
             padded_layers |= d < depth
             padded_labels |= k < count
         seen += batch.indices.tolist()
@@ -360,8 +366,12 @@ def test_real_rows_image_labels_and_truth_counts(real_format) -> None:
     counted: Counter = Counter()
     pixels = dataset.label_size[0] * dataset.label_size[1]
     for batch in segmentation_loader(dataset, range(len(dataset)), batch_size=3):
-        layers, image_labels = batch.layers.flatten(), batch.image_labels.flatten()
-        counted.update(dict(zip(*[t.tolist() for t in torch.unique(layers[layers > 0], return_counts=True)])))
+        labels = batch.combination_labels
+        weights = batch.combination_pixels[:, :, None].expand_as(labels)
+        for number, count in zip(labels.flatten().tolist(), weights.flatten().tolist()):
+            if number > 0 and count > 0:
+                counted[number] += count
+        image_labels = batch.image_labels.flatten()
         for number in image_labels[image_labels > 0].tolist():
             counted[number] += pixels
     assert counted == truth

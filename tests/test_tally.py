@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from unitscope.broden.loaders import SegmentationBatch, batch_segmentations
+from unitscope.broden.reader import Segmentation
 from unitscope.tally import Bilinear, Tally, TallyCounts, upsample
 
 
@@ -92,6 +94,13 @@ def random_case(seed: int, batch=5, units=4, h=4, w=4, scale=4, depth=3, n_label
     return acts, thresholds, layers, image_labels, primary, categories
 
 
+def segmentations(layers: np.ndarray, image_labels: np.ndarray) -> SegmentationBatch:
+    """The batch the loader would give for these layers (B, D, sh, sw) and image-level labels (B, K)."""
+    items = [Segmentation(np.asarray(layers[b], np.int32), np.asarray(image_labels[b], np.int32))
+             for b in range(len(layers))]
+    return batch_segmentations(items, range(len(items)))
+
+
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
@@ -105,7 +114,7 @@ def test_tally_matches_brute_force(presence: str, seed: int, device: str) -> Non
     )
     # two (image, unit) pairs per chunk: the chunking is exercised
     tally = Tally(thresholds, primary, categories, presence=presence, device=device, max_elements=2 * 16 * 16)
-    tally.update(torch.from_numpy(acts), torch.from_numpy(layers), torch.from_numpy(image_labels))
+    tally.update(torch.from_numpy(acts), segmentations(layers, image_labels))
     counts = tally.counts()
     np.testing.assert_array_equal(counts.intersect, expected_inter)
     np.testing.assert_array_equal(counts.truth, expected_truth)
@@ -132,7 +141,7 @@ def test_presence_rules_differ_as_specified() -> None:
     results = {}
     for presence in ("image", "mask"):
         tally = Tally(np.array([0.5], np.float32), primary, 2, presence=presence)
-        tally.update(acts, layers, no_image_labels)
+        tally.update(acts, segmentations(layers.numpy(), no_image_labels.numpy()))
         results[presence] = tally.counts()
     # upsampling 4→4 is the identity: mask = columns 0 and 1 = 8 pixels
     assert results["image"].act_cat.tolist() == [[8, 8]]
@@ -146,11 +155,11 @@ def test_presence_rules_differ_as_specified() -> None:
 def test_counts_are_additive_over_batches() -> None:
     acts, thresholds, layers, image_labels, primary, categories = random_case(3, batch=6)
     whole = Tally(thresholds, primary, categories)
-    whole.update(torch.from_numpy(acts), torch.from_numpy(layers), torch.from_numpy(image_labels))
+    whole.update(torch.from_numpy(acts), segmentations(layers, image_labels))
     parts = []
     for part in (slice(0, 1), slice(1, 4), slice(4, 6)):
         tally = Tally(thresholds, primary, categories)
-        tally.update(torch.from_numpy(acts[part]), torch.from_numpy(layers[part]), torch.from_numpy(image_labels[part]))
+        tally.update(torch.from_numpy(acts[part]), segmentations(layers[part], image_labels[part]))
         parts.append(tally.counts())
     total = parts[0] + parts[1] + parts[2]
     for key, value in whole.counts().arrays().items():
@@ -170,18 +179,48 @@ def test_upsampling_equals_pillow_bilinear(size, target) -> None:
         np.testing.assert_allclose(ours[i], bilinear_reference(maps[i].numpy().astype(np.float64), *target), atol=1e-5)
 
 
-@pytest.mark.parametrize(("size", "target"), [((7, 7), (112, 112)), ((13, 13), (113, 113)), ((1, 3), (5, 12))])
-def test_sparse_mask_pixels_equal_dense_comparison(size, target) -> None:
-    """The tally evaluates only cells that can exceed T; it must find exactly the dense mask's pixels,
-    also when T equals a map value (NetDissect thresholds are often order statistics)."""
+@pytest.mark.parametrize(
+    ("size", "target"),
+    [
+        ((7, 7), (112, 112)),  # 16-pixel cells, 24 at the edges: cut into cells of 4 × 4 tiles
+        ((14, 14), (112, 112)),  # 8-pixel cells: 2 × 2 tiles each
+        ((13, 13), (113, 113)),  # cells of 8 or 9 pixels: partly filled tiles
+        ((40, 40), (112, 112)),  # cells of 2–3 pixels: one tile per cell, no tile test
+        ((1, 3), (5, 12)),
+        ((9, 7), (5, 4)),  # downsampling
+    ],
+)
+@pytest.mark.parametrize("max_elements", [1024, 1 << 21])
+def test_sparse_mask_tiles_equal_dense_comparison(size, target, max_elements) -> None:
+    """The tally evaluates only tiles that can exceed T; it must find exactly the dense mask's pixels,
+    also when T equals a map value (NetDissect thresholds are often order statistics) and on plateaus."""
     rng = np.random.default_rng(2)
     maps = torch.from_numpy(rng.standard_normal((40, *size)).astype(np.float32))
     maps[:5] = torch.round(maps[:5])  # plateaus at the threshold
+    maps[5:10] = maps[5:10] * 1e-3 + 1e4  # large values, small differences: rounding matters
     thresholds = maps.reshape(40, -1)[torch.arange(40), rng.integers(0, size[0] * size[1], 40)]
     grid = Bilinear(size, target)
     dense = grid.dense(maps) > thresholds[:, None, None]
-    pair, y, x = grid.above(maps, thresholds)
-    sparse = torch.zeros_like(dense)
-    sparse[pair, y, x] = True
-    assert len(pair) == int(dense.sum()) > 0
-    assert torch.equal(sparse, dense)
+    found = torch.zeros(dense.shape, dtype=torch.int64)
+    groups = 0
+    for pair, tile_y, tile_x, mask in grid.mask_tiles(maps, thresholds, max_elements):
+        ty, tx = grid.rows.layout[tile_y], grid.cols.layout[tile_x]  # (n, tile) outputs; padding repeats
+        mask = mask.T.reshape(len(pair), ty.shape[1], tx.shape[1])
+        index = (pair[:, None, None].expand_as(mask), ty[:, :, None].expand_as(mask), tx[:, None, :].expand_as(mask))
+        found.index_put_(tuple(i[mask] for i in index), torch.ones(int(mask.sum()), dtype=torch.int64),
+                         accumulate=True)
+        groups += 1
+    assert found.max() == 1  # each mask pixel reported once
+    assert torch.equal(found.bool(), dense) and dense.sum() > 0
+    if max_elements == 1024 and target[0] * target[1] > 1000:
+        assert groups > 1  # the work was split
+
+
+def test_layout_cuts_a_field_into_the_tiles_of_mask_tiles() -> None:
+    grid = Bilinear((13, 13), (113, 113))
+    field = torch.arange(2 * 113 * 113).reshape(2, 113, 113)
+    tiles = grid.layout(field)
+    assert tiles.shape == (2 * grid.tiles[0] * grid.tiles[1], grid.rows.tile * grid.cols.tile)
+    b, ty, tx = 1, 3, 5
+    expected = field[b][grid.rows.layout[ty][:, None], grid.cols.layout[tx][None, :]].reshape(-1)
+    assert torch.equal(tiles[(b * grid.tiles[0] + ty) * grid.tiles[1] + tx], expected)

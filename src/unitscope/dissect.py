@@ -413,7 +413,7 @@ def _tally_pass(run: _Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[s
             for layer in run.layers:
                 acts = transform(raw[layer])
                 layer_state = state[layer]
-                layer_state.tally.update(acts, seg.layers, seg.image_labels)
+                layer_state.tally.update(acts, seg)
                 hits = [(row, unit, rank) for row, image in enumerate(indices.tolist())
                         for unit, rank in layer_state.lookup.get(image, ())]
                 if hits:  # one device-to-host copy per batch, not one per top image

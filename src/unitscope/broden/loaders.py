@@ -5,19 +5,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unitscope.broden.combinations import label_combinations
 from unitscope.broden.reader import BrodenDataset, Segmentation
 
-__all__ = ["SegmentationBatch", "image_loader", "segmentation_loader"]
+__all__ = ["SegmentationBatch", "batch_segmentations", "image_loader", "segmentation_loader"]
 
 
 class SegmentationBatch(NamedTuple):
-    """A batch of :class:`Segmentation` padded with label 0 to the batch's largest layer/label count."""
+    """A batch of :class:`Segmentation` as label combinations (:mod:`unitscope.broden.combinations`).
+
+    Pixel (y, x) of image b has the labels ``combination_labels[b, combination_ids[b, y, x]]``, one per
+    layer. ``combination_ids`` int32 (B, sh, sw); ``combination_labels`` int32 (B, C, D) and
+    ``combination_pixels`` int64 (B, C) padded with label 0 and 0 pixels to the batch's largest C and D;
+    ``image_labels`` int32 (B, K) zero-padded.
+    """
 
     indices: torch.Tensor
-    layers: torch.Tensor
+    combination_ids: torch.Tensor
+    combination_labels: torch.Tensor
+    combination_pixels: torch.Tensor
     image_labels: torch.Tensor
 
 
@@ -56,13 +66,23 @@ class _Items(Dataset):
         return i, self.dataset.segmentation(i)
 
 
+def batch_segmentations(segmentations: Sequence[Segmentation], indices: Sequence[int]) -> SegmentationBatch:
+    """Stack segmentations of the same label size into a :class:`SegmentationBatch`."""
+    size = segmentations[0].layers.shape[1:]
+    layers = np.zeros((len(segmentations), max(s.layers.shape[0] for s in segmentations), *size), np.int32)
+    image_labels = np.zeros((len(segmentations), max(len(s.image_labels) for s in segmentations)), np.int32)
+    for b, segmentation in enumerate(segmentations):
+        layers[b, : len(segmentation.layers)] = segmentation.layers
+        image_labels[b, : len(segmentation.image_labels)] = segmentation.image_labels
+    combinations = label_combinations(layers)
+    return SegmentationBatch(
+        indices=torch.tensor(list(indices), dtype=torch.long),
+        combination_ids=torch.from_numpy(combinations.ids),
+        combination_labels=torch.from_numpy(combinations.labels),
+        combination_pixels=torch.from_numpy(combinations.pixels),
+        image_labels=torch.from_numpy(image_labels),
+    )
+
+
 def _collate_segmentations(items: list[tuple[int, Segmentation]]) -> SegmentationBatch:
-    depth = max(s.layers.shape[0] for _, s in items)
-    count = max(s.image_labels.shape[0] for _, s in items)
-    layers = torch.zeros((len(items), depth, *items[0][1].layers.shape[1:]), dtype=torch.int32)
-    image_labels = torch.zeros((len(items), count), dtype=torch.int32)
-    for b, (_, segmentation) in enumerate(items):
-        layers[b, : segmentation.layers.shape[0]] = torch.from_numpy(segmentation.layers)
-        image_labels[b, : segmentation.image_labels.shape[0]] = torch.from_numpy(segmentation.image_labels)
-    indices = torch.tensor([i for i, _ in items], dtype=torch.long)
-    return SegmentationBatch(indices=indices, layers=layers, image_labels=image_labels)
+    return batch_segmentations([segmentation for _, segmentation in items], [index for index, _ in items])

@@ -33,8 +33,9 @@ Public API (other modules code against exactly this):
     def image_loader(dataset, indices: Sequence[int], batch_size: int, num_workers: int = 0) -> DataLoader
         # yields (indices: LongTensor (B,), images: uint8 Tensor (B, 3, ih, iw)), in `indices` order
     def segmentation_loader(dataset, indices: Sequence[int], batch_size: int, num_workers: int = 0) -> DataLoader
-        # yields SegmentationBatch(indices: LongTensor (B,), layers: int32 Tensor (B, D, sh, sw) zero-padded
-        #        to the batch's largest D, image_labels: int32 Tensor (B, K) zero-padded), in `indices` order
+        # yields SegmentationBatch(indices: LongTensor (B,), combination_ids, combination_labels,
+        #        combination_pixels: each image's label tuples (unitscope.broden.combinations), zero-padded,
+        #        image_labels: int32 Tensor (B, K) zero-padded), in `indices` order
 
 Details:
 - ``index`` is re-numbered 0..len-1 (item ``i`` is ``index.iloc[i]``); its ``ih, iw, sh, sw`` are ints, the
