@@ -222,11 +222,11 @@ def test_planted_detectors_are_found(tmp_path) -> None:
     assert summary["detectors"] == 2
 
 
-def test_results_do_not_depend_on_batch_size(dataset, tmp_path) -> None:
+def test_results_do_not_depend_on_batch_size_or_loader_workers(dataset, tmp_path) -> None:
     outs = []
-    for batch_size in (1, 5):
-        outs.append(tmp_path / f"b{batch_size}")
-        dissect(dataset, DyadicNet(), ["mixed"], outs[-1], _settings(batch_size=batch_size))
+    for batch_size, workers in ((1, 0), (5, 2)):
+        outs.append(tmp_path / f"b{batch_size}-w{workers}")
+        dissect(dataset, DyadicNet(), ["mixed"], outs[-1], _settings(batch_size=batch_size, workers=workers))
     for name in RESULT_FILES:
         assert (outs[0] / "mixed" / name).read_bytes() == (outs[1] / "mixed" / name).read_bytes(), name
 

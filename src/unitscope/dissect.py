@@ -89,6 +89,7 @@ class DissectSettings:
     top_k: int = 10
     batch_size: int = 32
     device: str = "cpu"
+    workers: int = 0  # DataLoader processes decoding images and label maps; changes no number
     normalize: str | None = None  # None: the model's default
     max_images: int | None = None
     rotation: Rotation | None = None
@@ -108,6 +109,8 @@ class DissectSettings:
         for option, value in (("--top-k", self.top_k), ("--batch-size", self.batch_size)):
             if value < 1:
                 raise DissectError(f"{option} must be at least 1, got {value}")
+        if self.workers < 0:
+            raise DissectError(f"--workers must be at least 0, got {self.workers}")
         if self.max_images is not None and self.max_images < 1:
             raise DissectError(f"--max-images must be at least 1, got {self.max_images}")
         if self.rotation is not None and not 0.0 <= self.rotation.alpha <= 1.0:
@@ -268,7 +271,7 @@ def _activation_stream(run: _Run, cache_dirs: Sequence[Path] | None = None):
     """``(indices, {layer: raw activations})`` over ``run.rows`` in order, from the model or a cache."""
     bs = run.settings.batch_size
     if cache_dirs is None and run.model is not None:
-        loader = image_loader(run.dataset, list(run.rows), bs)
+        loader = image_loader(run.dataset, list(run.rows), bs, run.settings.workers)
         stream = extract_batches(run.model.module, run.layers, loader, run.source_meta["normalize"], run.device)
         return ((i.numpy(), acts) for i, acts in stream)  # already exactly run.rows, in batches of bs
     caches = list(cache_dirs if cache_dirs is not None else run.caches)
@@ -401,7 +404,7 @@ def _tally_pass(run: _Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[s
             top, np.zeros((units, k, *map_sizes[layer]), np.float32), np.zeros((units, k), bool), lookup,
         )
     seen = 0
-    segmentations = segmentation_loader(run.dataset, list(run.rows), run.settings.batch_size)
+    segmentations = segmentation_loader(run.dataset, list(run.rows), run.settings.batch_size, run.settings.workers)
     progress = tqdm(total=len(run.rows), desc="tally", unit="img", disable=None)
     try:
         for (indices, raw), seg in zip(_activation_stream(run, caches), segmentations):

@@ -93,6 +93,13 @@ class DeviceType(click.ParamType):
 device_option = click.option(
     "--device", type=DeviceType(), default="auto", show_default=True, help="Where to run the model."
 )
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Worker processes decoding images and label maps (0: in the main process). Changes no result.",
+)
 normalize_option = click.option(
     "--normalize",
     type=click.Choice(NORMALIZATIONS),

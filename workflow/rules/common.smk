@@ -251,7 +251,8 @@ def shard_option(wildcards) -> str:
 
 def common_options() -> str:
     """Options of both `extract` and `dissect`: they must select the same images."""
-    options = [f"--device {config['device']}", f"--batch-size {config['batch_size']}"]
+    options = [f"--device {config['device']}", f"--batch-size {config['batch_size']}",
+               f"--workers {config['loader_workers']}"]
     if config["max_images"] is not None:
         options.append(f"--max-images {config['max_images']}")
     if "categories" in config["dissect"]:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from unitscope.options import PRESENCE_RULES, categories_option, device_option, normalize_option, shard_option
+from unitscope.options import (
+    PRESENCE_RULES,
+    categories_option,
+    device_option,
+    normalize_option,
+    shard_option,
+    workers_option,
+)
 
 
 
@@ -44,6 +51,7 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--no-unpermute", is_flag=True, help="Do not un-permute the rotation.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @device_option
+@workers_option
 @click.option("--max-images", type=click.IntRange(1), default=None, help="Dissect only the first N images.")
 @normalize_option
 @shard_option
@@ -53,7 +61,7 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--name", default=None, help="Display name of the model in results and reports.")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE recorded in meta.json (series, weights, iteration).")
 def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, netdissect_level, iou_threshold, presence,
-            categories, top_k, rotation_alpha, rotation_seed, no_unpermute, batch_size, device, max_images, normalize,
+            categories, top_k, rotation_alpha, rotation_seed, no_unpermute, batch_size, device, workers, max_images, normalize,
             shard, stage, thresholds_dir, name, tags) -> None:
     """Dissect layers of a model: exact thresholds, IoU of every unit with every concept."""
     if (model_spec is None) == (not caches):
@@ -87,6 +95,7 @@ def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, ne
         settings = engine.DissectSettings(
             quantile=engine.DissectSettings.quantile if quantile is None else quantile, netdissect_level=netdissect_level,
             iou_threshold=iou_threshold, presence=presence, top_k=top_k, batch_size=batch_size, device=str(device),
+            workers=workers,
             normalize=normalize, max_images=max_images, rotation=rotation, name=name, tags=tag_values,
         )
         source = load_model(model_spec, arch) if model_spec is not None else list(caches)

@@ -16,6 +16,7 @@ from unitscope.options import (
     device_option,
     normalize_option,
     shard_option,
+    workers_option,
 )
 
 if TYPE_CHECKING:
@@ -67,11 +68,12 @@ def layers(spec: str, arch: str | None, image_size: int) -> None:
 @shard_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @device_option
+@workers_option
 @normalize_option
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use only the first N images.")
 @categories_option
 def extract(
-    dataset_dir, spec, arch, layer_names, out, shard, batch_size, device, normalize, max_images, categories
+    dataset_dir, spec, arch, layer_names, out, shard, batch_size, device, workers, normalize, max_images, categories
 ) -> None:
     """Extract activations of one or more layers into an activation cache (docs/outputs.md)."""
     from tqdm import tqdm
@@ -98,7 +100,7 @@ def extract(
         )
     normalize = normalize or model.default_normalize
     info = {"path": str(dataset.root.resolve()), "images": n_images, "index_sha256": dataset.index_sha256()}
-    batches = image_loader(dataset, rows, batch_size)
+    batches = image_loader(dataset, rows, batch_size, workers)
     try:
         with ActivationCacheWriter(
             out,
