@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -101,6 +103,10 @@ def segmentations(layers: np.ndarray, image_labels: np.ndarray) -> SegmentationB
     return batch_segmentations(items, range(len(items)))
 
 
+ADE20K = (Path(__file__).resolve().parents[2] / "shared/realdata/ade20k-samples/ADE20K_2021_17_01"
+          / "images/ADE/training/urban/street")
+
+
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
@@ -127,6 +133,40 @@ def test_tally_matches_brute_force(presence: str, seed: int, device: str) -> Non
     expected_iou = np.where(union > 0, expected_inter / np.where(union > 0, union, 1), 0.0)
     expected_iou[:, primary < 0] = 0.0
     np.testing.assert_allclose(counts.iou(primary), expected_iou, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("presence", ["image", "mask"])
+def test_tally_on_real_ade20k_annotations(presence: str) -> None:
+    """Real label structure: ADE20K's object and part maps (class = R/10·256 + G, nearest-resized to
+    112×112, raw class numbers as labels) under dyadic 7×7 maps (×16 upsampling: exact)."""
+    if not ADE20K.is_dir():
+        pytest.skip(f"{ADE20K} is absent")
+    names = ["ADE_train_00016869", "ADE_train_00016900", "ADE_train_00016964"]
+    images = []
+    for name in names:
+        layers = []
+        for path in [ADE20K / f"{name}_seg.png", *sorted(ADE20K.glob(f"{name}_parts_*.png"))]:
+            rgb = np.asarray(Image.open(path).convert("RGB")).astype(np.int32)
+            classes = Image.fromarray(rgb[..., 0] // 10 * 256 + rgb[..., 1])
+            layers.append(np.asarray(classes.resize((112, 112), Image.NEAREST)))
+        images.append(np.stack(layers))
+    layers = np.zeros((len(images), max(len(i) for i in images), 112, 112), np.int32)
+    for b, image in enumerate(images):
+        layers[b, : len(image)] = image
+    rng = np.random.default_rng(0)
+    categories = 3
+    primary = rng.integers(-1, categories, size=int(layers.max()) + 1)
+    primary[0] = -1
+    acts = (rng.integers(-8, 24, size=(len(images), 3, 7, 7)) / 8).astype(np.float32)
+    thresholds = np.quantile(acts.transpose(1, 0, 2, 3).reshape(3, -1), 0.8, axis=1).astype(np.float32)
+    image_labels = np.zeros((len(images), 0), np.int32)
+    expected = tally_reference(acts, thresholds, layers, image_labels, primary, categories, presence)
+    tally = Tally(thresholds, primary, categories, presence=presence)
+    tally.update(torch.from_numpy(acts), segmentations(layers, image_labels))
+    counts = tally.counts()
+    for found, reference in zip((counts.intersect, counts.truth, counts.act_cat), expected):
+        np.testing.assert_array_equal(found, reference)
+    assert (counts.intersect > 0).sum() > 20  # many labels under the masks
 
 
 def test_presence_rules_differ_as_specified() -> None:
