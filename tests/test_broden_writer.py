@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from unitscope.broden.writer import BrodenWriter
+from unitscope.broden.format import decode_labels, encode_labels
+from unitscope.broden.writer import BrodenWriter, ImageEncoder, label_png
 
 LABELS = {1: "red-c", 2: "wood", 3: "car", 4: "street-s"}
 
@@ -62,3 +67,61 @@ def test_refuses_existing_directory_and_empty_dataset(tmp_path) -> None:
     with pytest.raises(ValueError, match="empty"):
         BrodenWriter(tmp_path / "empty", LABELS, image_size=8, label_size=4).close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]
+
+
+def test_label_png_is_a_png_that_pillow_reads_back_exactly() -> None:
+    rng = np.random.default_rng(0)
+    for shape in ((4, 4), (7, 13), (112, 112)):
+        labels = rng.integers(0, 65536, shape).astype(np.int32)
+        labels[: shape[0] // 2] = 3  # runs, as label maps have
+        data = label_png(labels)
+        with Image.open(io.BytesIO(data)) as png:
+            png.verify()  # chunk CRCs and structure
+        with Image.open(io.BytesIO(data)) as png:
+            assert (png.format, png.mode, png.size) == ("PNG", "RGB", shape[::-1])
+            np.testing.assert_array_equal(decode_labels(np.asarray(png)), labels)
+            np.testing.assert_array_equal(np.asarray(png), encode_labels(labels))
+
+
+def test_encoded_images_from_another_process_write_the_same_dataset(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    images = [
+        (
+            f"img{k}",
+            rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+            {"object": [rng.integers(0, 4, (4, 4))], "part": [rng.integers(0, 4, (4, 4)) for _ in range(k + 1)]},
+            {"scene": [4]} if k % 2 else {},
+        )
+        for k in range(3)
+    ]
+    with BrodenWriter(tmp_path / "direct", LABELS, image_size=8, label_size=4) as writer:
+        for stem, image, layers, image_labels in images:
+            writer.add_image("src", stem, image, layers, image_labels)
+    with BrodenWriter(tmp_path / "encoded", LABELS, image_size=8, label_size=4) as writer:
+        for stem, image, layers, image_labels in images:
+            encoded = writer.encoder.encode("src", stem, image, layers, image_labels)
+            writer.add_encoded(pickle.loads(pickle.dumps(encoded)))  # as a worker process sends it
+    direct, encoded = (
+        {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        for root in (tmp_path / "direct", tmp_path / "encoded")
+    )
+    assert direct == encoded
+    assert sorted(name for name in direct if name.startswith("images/src/img2")) == [
+        "images/src/img2.jpg",
+        "images/src/img2_object.png",
+        "images/src/img2_part_1.png",
+        "images/src/img2_part_2.png",
+        "images/src/img2_part_3.png",
+    ]
+
+
+def test_encoded_image_counts_pixels_per_label() -> None:
+    objects = np.zeros((4, 4), dtype=np.int32)
+    objects[0, :3] = 3  # 3 car pixels
+    part_1, part_2 = np.full((4, 4), 2), np.zeros((4, 4), dtype=np.int32)
+    part_2[1, 1] = 2  # wood in both part layers: 16 + 1 pixels
+    encoded = ImageEncoder(8, 4).encode(
+        "src", "a", _image(), {"object": [objects], "part": [part_1, part_2]}, {"scene": [4]}
+    )
+    assert encoded.pixel_counts == {"object": ([3], [3]), "part": ([2], [17])}
+    assert encoded.label_pixels() == {3: 3, 2: 17, 4: 16}

@@ -251,3 +251,31 @@ def test_writer_add_file_refuses_broden_tables_and_paths(tmp_path: Path) -> None
     writer.add_image("src", "a", np.zeros((32, 32, 3), np.uint8), {"object": [np.ones((16, 16), int)]})
     root = writer.close()
     assert (root / "probe.json").read_text() == "{}"
+
+
+def test_canvas_fills_exactly_the_pixels_pillow_rasterises() -> None:
+    """Rectangles take a box-fill shortcut; every shape must still cover what ImageDraw.polygon covers."""
+    from PIL import ImageDraw
+
+    from unitscope.probe.canvas import _fill, _rasters
+
+    rng = np.random.default_rng(0)
+    for k in range(400):
+        size = int(rng.choice([16, 61, 112]))
+        x0, x1, y0, y1 = rng.uniform(-8, size + 8, 4)
+        if k % 4 == 1:  # on and between pixel centres
+            x0, x1, y0, y1 = np.round(np.array([x0, x1, y0, y1]) * 2) / 2
+        if k % 4 == 2:  # degenerate: zero width
+            x1 = x0
+        polygons = [
+            [(x0, y0), (x1, y0), (x1, y1), (x0, y1)],
+            [(x0, y0), (x0, y1), (x1, y1), (x1, y0)],
+            [(x0, y0), (x1, y0), (x1, y1)],
+        ]
+        for polygon in polygons:
+            polygon = [(float(x), float(y)) for x, y in polygon]
+            for mode, color in (("RGB", (200, 30, 7)), ("I", 5)):
+                expected, got = Image.new(mode, (size, size)), Image.new(mode, (size, size))
+                ImageDraw.Draw(expected).polygon(polygon, fill=color)
+                _fill(got.im, _rasters([polygon], size), color)
+                np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=f"{mode} {polygon}")

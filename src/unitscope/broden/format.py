@@ -44,8 +44,8 @@ def encode_labels(labels: np.ndarray) -> np.ndarray:
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= 256 * 256:
         raise ValueError("label numbers must lie in [0, 65535] to be stored as R + 256·G")
     rgb = np.zeros(labels.shape + (3,), dtype=np.uint8)
-    rgb[..., 0] = labels % 256
-    rgb[..., 1] = labels // 256
+    rgb[..., 0] = labels & 255  # = labels % 256 for numbers checked non-negative; numpy's % is slow
+    rgb[..., 1] = labels >> 8
     return rgb
 
 

@@ -3,8 +3,9 @@
 Broden labels every pixel with the arg-max of van de Weijer's 11 colour-name probabilities, looked up in a
 32³ table indexed by RGB // 8. The probe set uses the nearest of a few sRGB prototypes per colour name
 instead (light, focal and dark shades, so that e.g. a pale sky is ``blue-c`` and not ``grey-c``),
-measured in CIELAB (D65), on the image box-downsampled to the label-map size. For speed the decision is
-tabulated the same way, on a finer 64³ grid (RGB // 4, evaluated at each cell's centre).
+measured in CIELAB (D65), on the image box-downsampled to the label-map size (each label pixel the rounded
+mean of its block of image pixels). For speed the decision is tabulated the same way, on a finer 64³ grid
+(RGB // 4, evaluated at each cell's centre).
 """
 
 from __future__ import annotations
@@ -85,7 +86,21 @@ def _color_table() -> np.ndarray:
 
 
 def color_layer(image: np.ndarray, label_size: int) -> np.ndarray:
-    """The colour label map (int32, label_size²) of a uint8 RGB image: box-downsample, then the colour table."""
-    small = np.asarray(Image.fromarray(image).resize((label_size, label_size), Image.Resampling.BOX))
-    q = (small >> (8 - TABLE_BITS)).astype(np.int32)
-    return _color_table()[(q[..., 0] << (2 * TABLE_BITS)) | (q[..., 1] << TABLE_BITS) | q[..., 2]].astype(np.int32)
+    """The colour label map (int32, label_size²) of a uint8 RGB image: box-downsample, then the colour table.
+
+    Each label pixel averages a factor² block of the image (factor = image size // label_size; with an odd
+    image size the last row and column are left out).
+    """
+    factor = image.shape[0] // label_size
+    box = (0, 0, factor * label_size, factor * label_size)
+    small = Image.fromarray(image).reduce(factor, box)
+    # one word per pixel, R | G << 8 | B << 16, whose top TABLE_BITS of each channel make the table index
+    rgbx = np.frombuffer(small.tobytes("raw", "RGBX"), dtype="<u4").reshape(label_size, label_size)
+    bits, drop = TABLE_BITS, 8 - TABLE_BITS
+    top = (1 << bits) - 1
+    index = (
+        ((rgbx << (2 * bits - drop)) & (top << 2 * bits))
+        | ((rgbx >> (8 + drop - bits)) & (top << bits))
+        | ((rgbx >> (16 + drop)) & top)
+    )
+    return _color_table()[index].astype(np.int32)

@@ -121,14 +121,14 @@ class Paint:
     pattern: str = "flat"
     offset: tuple[int, int] = (0, 0)
 
-    def gray(self, box: tuple[int, int, int, int], canvas: int) -> Image.Image:
-        """The grey-level pattern (mode ``L``) over canvas pixels ``box`` = (x0, y0, x1, y1)."""
+    def gray(self, box: tuple[int, int, int, int], canvas: int) -> Image.core.ImagingCore:
+        """The grey-level pattern over canvas pixels ``box`` = (x0, y0, x1, y1), as a Pillow core image (mode ``L``)."""
         x0, y0, x1, y1 = box
         if self.pattern == "gradient":
             ramp = (np.arange(y1 - y0) * (255 / max(y1 - y0 - 1, 1))).astype(np.uint8)
-            return Image.fromarray(np.repeat(ramp[:, None], x1 - x0, axis=1))
+            return Image.fromarray(np.repeat(ramp[:, None], x1 - x0, axis=1)).im
         ox, oy = self.offset
-        return _pattern_image(self.pattern, canvas).crop((x0 + ox, y0 + oy, x1 + ox, y1 + oy))
+        return _pattern_image(self.pattern, canvas).im.crop((x0 + ox, y0 + oy, x1 + ox, y1 + oy))
 
 
 @cache
@@ -155,22 +155,32 @@ def texture_image(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
     The pattern is a binary mask evaluated at twice the resolution; its 2×2 coverage blends two colours.
     """
-    c = np.linspace(-1, 1, 2 * size, dtype=np.float32)
-    y, x = np.meshgrid(c, c, indexing="ij")
+    y, x = _grid(2 * size)
     angle = rng.uniform(0, np.pi)
     u = x * np.float32(np.cos(angle)) + y * np.float32(np.sin(angle))
     v = y * np.float32(np.cos(angle)) - x * np.float32(np.sin(angle))
     period = np.float32(rng.uniform(0.12, 0.3))
     mask = _texture_mask(name, x, y, u, v, period, rng)
     coverage = mask[0::2, 0::2].astype(np.uint8) + mask[1::2, 0::2] + mask[0::2, 1::2] + mask[1::2, 1::2]
-    alpha = coverage[..., None] * np.float32(0.25)
+    alpha = coverage * np.float32(0.25)
     background, foreground = _random_color(rng), _random_color(rng)
     while np.abs(background - foreground).sum() < 150:
         foreground = _random_color(rng)
-    shading = 1 + 0.25 * (_smooth_noise(rng, size, (4, 4))[..., None] - 0.5)
-    image = (background + alpha * (foreground - background)) * shading
-    image += rng.standard_normal((size, size, 1), dtype=np.float32) * 6
-    return np.clip(image, 0, 255).astype(np.uint8)
+    shading = 1 + 0.25 * (_smooth_noise(rng, size, (4, 4)) - 0.5)
+    # channels first, so that every array operation runs along whole rows of pixels
+    channel = (slice(None), None, None)
+    image = (background[channel] + alpha * (foreground - background)[channel]) * shading
+    image += rng.standard_normal((size, size), dtype=np.float32) * 6
+    return np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8).transpose(1, 2, 0))
+
+
+@cache
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only (y, x) coordinates of a size² grid spanning [-1, 1]² (float32)."""
+    c = np.linspace(-1, 1, size, dtype=np.float32)
+    y, x = np.meshgrid(c, c, indexing="ij")
+    y.flags.writeable = x.flags.writeable = False
+    return y, x
 
 
 def _texture_mask(
