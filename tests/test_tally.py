@@ -11,7 +11,7 @@ from PIL import Image
 
 from unitscope.broden.loaders import SegmentationBatch, batch_segmentations
 from unitscope.broden.reader import Segmentation
-from unitscope.tally import Bilinear, Tally, TallyCounts, upsample
+from unitscope.tally import Bilinear, Tally, TallyCounts
 
 
 def bilinear_reference(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -212,7 +212,7 @@ def test_counts_are_additive_over_batches() -> None:
 def test_upsampling_equals_pillow_bilinear(size, target) -> None:
     """Spec §2.4: F.interpolate(align_corners=False) reproduces Pillow's BILINEAR resize of a float image."""
     maps = torch.from_numpy(np.random.default_rng(0).standard_normal((2, *size)).astype(np.float32))
-    ours = upsample(maps, target).numpy()
+    ours = Bilinear(size, target).dense(maps).numpy()
     for i in range(2):
         pillow = np.asarray(Image.fromarray(maps[i].numpy(), mode="F").resize(target[::-1], Image.BILINEAR))
         np.testing.assert_allclose(ours[i], pillow, atol=1e-5)  # Pillow accumulates in float32

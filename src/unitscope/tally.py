@@ -197,11 +197,6 @@ def _grid(source: tuple[int, int], size: tuple[int, int], device: torch.device) 
     return Bilinear(source, size, device)
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of (P, h, w) maps to ``size`` as the tally does it (see :class:`Bilinear`)."""
-    return Bilinear(tuple(maps.shape[1:]), size, maps.device).dense(maps)
-
-
 @dataclass
 class TallyCounts:
     """Integer totals of one layer over a set of images; ``+`` combines disjoint image sets.

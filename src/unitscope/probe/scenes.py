@@ -24,6 +24,17 @@ def _depth(base: float, horizon: float) -> float:
     return max((base - horizon) / (1 - horizon), 0.05)
 
 
+def _scatter(placed: list[Placed], paint: Callable[..., None], canvas: Canvas, rng: Rng, count: tuple[int, int],
+             bases: tuple[float, float], xs: tuple[float, float], scale: tuple[float, float], horizon: float,
+             **options: object) -> None:
+    """Place ``rng.integers(*count)`` objects: base y uniform in ``bases``, x uniform in ``xs``, size
+    ``scale[0] + scale[1] · depth`` below ``horizon`` (random numbers drawn in that order)."""
+    for _ in range(int(rng.integers(*count))):
+        base = rng.uniform(*bases)
+        size = scale[0] + scale[1] * _depth(base, horizon)
+        placed.append((base, partial(paint, canvas, rng, rng.uniform(*xs), base, size, **options)))
+
+
 def _draw_in_order(placed: list[Placed]) -> None:
     for _, paint_object in sorted(placed, key=lambda item: item[0]):
         paint_object()
@@ -139,16 +150,8 @@ def beach(canvas: Canvas, rng: Rng) -> None:
             canvas, rng, rng.uniform(0.1, 0.9), rng.uniform(horizon + 0.02, horizon + 0.08), rng.uniform(0.06, 0.12)
         )
     placed: list[Placed] = []
-    for _ in range(int(rng.integers(1, 5))):
-        base = rng.uniform(shore + 0.05, 1.0)
-        placed.append(
-            (base, partial(draw.person, canvas, rng, rng.uniform(0, 1), base, 0.15 + 0.25 * _depth(base, shore)))
-        )
-    for _ in range(int(rng.integers(0, 3))):
-        base = rng.uniform(shore + 0.08, 1.0)
-        placed.append(
-            (base, partial(draw.umbrella, canvas, rng, rng.uniform(0, 1), base, 0.2 + 0.25 * _depth(base, shore)))
-        )
+    _scatter(placed, draw.person, canvas, rng, (1, 5), (shore + 0.05, 1.0), (0, 1), (0.15, 0.25), shore)
+    _scatter(placed, draw.umbrella, canvas, rng, (0, 3), (shore + 0.08, 1.0), (0, 1), (0.2, 0.25), shore)
     _draw_in_order(placed)
 
 
@@ -168,11 +171,7 @@ def harbor(canvas: Canvas, rng: Rng) -> None:
         x0 = rng.uniform(-0.1, 0.4)
         x1 = x0 + rng.uniform(0.4, 0.9)
         placed.append((deck, partial(draw.pier, canvas, rng, x0, x1, deck, 0.02 + 0.02 * _depth(deck, horizon))))
-    for _ in range(int(rng.integers(2, 6))):
-        base = rng.uniform(horizon + 0.06, 0.98)
-        placed.append(
-            (base, partial(draw.boat, canvas, rng, rng.uniform(0, 1), base, 0.08 + 0.35 * _depth(base, horizon)))
-        )
+    _scatter(placed, draw.boat, canvas, rng, (2, 6), (horizon + 0.06, 0.98), (0, 1), (0.08, 0.35), horizon)
     _draw_in_order(placed)
 
 
@@ -182,19 +181,8 @@ def forest(canvas: Canvas, rng: Rng) -> None:
     draw.sky(canvas, rng, horizon, int(rng.integers(0, 2)))
     draw.ground(canvas, rng, "grass", horizon)
     placed: list[Placed] = []
-    for _ in range(int(rng.integers(6, 12))):
-        base = rng.uniform(horizon + 0.02, 1.1)
-        placed.append(
-            (
-                base,
-                partial(draw.tree, canvas, rng, rng.uniform(-0.1, 1.1), base, 0.4 + 0.7 * _depth(base, horizon)),
-            )
-        )
-    for _ in range(int(rng.integers(0, 4))):
-        base = rng.uniform(horizon + 0.05, 1.0)
-        placed.append(
-            (base, partial(draw.bush, canvas, rng, rng.uniform(0, 1), base, 0.1 + 0.2 * _depth(base, horizon)))
-        )
+    _scatter(placed, draw.tree, canvas, rng, (6, 12), (horizon + 0.02, 1.1), (-0.1, 1.1), (0.4, 0.7), horizon)
+    _scatter(placed, draw.bush, canvas, rng, (0, 4), (horizon + 0.05, 1.0), (0, 1), (0.1, 0.2), horizon)
     _draw_in_order(placed)
 
 
@@ -207,16 +195,7 @@ def mountain(canvas: Canvas, rng: Rng) -> None:
         draw.mountain_range(canvas, rng, horizon + 0.02, rng.uniform(0.15, 0.28), (110, 95, 80), snow=False)
     draw.ground(canvas, rng, "grass", horizon)
     placed: list[Placed] = []
-    for _ in range(int(rng.integers(0, 5))):
-        base = rng.uniform(horizon + 0.03, 1.0)
-        placed.append(
-            (
-                base,
-                partial(
-                    draw.tree, canvas, rng, rng.uniform(0, 1), base, 0.1 + 0.35 * _depth(base, horizon), conifer=True
-                ),
-            )
-        )
+    _scatter(placed, draw.tree, canvas, rng, (0, 5), (horizon + 0.03, 1.0), (0, 1), (0.1, 0.35), horizon, conifer=True)
     _draw_in_order(placed)
 
 
@@ -228,28 +207,13 @@ def village(canvas: Canvas, rng: Rng) -> None:
         draw.mountain_range(canvas, rng, horizon, rng.uniform(0.08, 0.15), (100, 130, 100), snow=False)
     draw.ground(canvas, rng, "grass", horizon)
     placed: list[Placed] = []
-    for _ in range(int(rng.integers(2, 5))):
-        base = rng.uniform(horizon + 0.1, 0.95)
-        placed.append(
-            (
-                base,
-                partial(draw.house, canvas, rng, rng.uniform(0.05, 0.95), base, 0.18 + 0.35 * _depth(base, horizon)),
-            )
-        )
-    for _ in range(int(rng.integers(1, 4))):
-        base = rng.uniform(horizon + 0.05, 1.0)
-        placed.append(
-            (base, partial(draw.tree, canvas, rng, rng.uniform(0, 1), base, 0.25 + 0.4 * _depth(base, horizon)))
-        )
+    _scatter(placed, draw.house, canvas, rng, (2, 5), (horizon + 0.1, 0.95), (0.05, 0.95), (0.18, 0.35), horizon)
+    _scatter(placed, draw.tree, canvas, rng, (1, 4), (horizon + 0.05, 1.0), (0, 1), (0.25, 0.4), horizon)
     if rng.random() < 0.5:
         base = rng.uniform(0.8, 1.0)
         x0 = rng.uniform(-0.1, 0.5)
         placed.append((base, partial(draw.fence, canvas, rng, x0, x0 + rng.uniform(0.3, 0.7), base, 0.08)))
-    for _ in range(int(rng.integers(0, 3))):
-        base = rng.uniform(horizon + 0.15, 1.0)
-        placed.append(
-            (base, partial(draw.person, canvas, rng, rng.uniform(0, 1), base, 0.08 + 0.25 * _depth(base, horizon)))
-        )
+    _scatter(placed, draw.person, canvas, rng, (0, 3), (horizon + 0.15, 1.0), (0, 1), (0.08, 0.25), horizon)
     _draw_in_order(placed)
 
 
@@ -262,32 +226,10 @@ def park(canvas: Canvas, rng: Rng) -> None:
     path_bottom = path_top + rng.uniform(0.07, 0.15)
     draw.ground(canvas, rng, "path", path_top, path_bottom)
     placed: list[Placed] = []
-    for _ in range(int(rng.integers(2, 6))):
-        base = rng.uniform(horizon + 0.02, path_top)
-        placed.append(
-            (
-                base,
-                partial(draw.tree, canvas, rng, rng.uniform(-0.05, 1.05), base, 0.3 + 0.5 * _depth(base, horizon)),
-            )
-        )
-    for _ in range(int(rng.integers(1, 3))):
-        base = rng.uniform(path_top, path_bottom)
-        placed.append(
-            (
-                base,
-                partial(draw.bench, canvas, rng, rng.uniform(0.1, 0.9), base, 0.15 + 0.2 * _depth(base, horizon)),
-            )
-        )
-    for _ in range(int(rng.integers(1, 4))):
-        base = rng.uniform(path_top, 1.0)
-        placed.append(
-            (base, partial(draw.person, canvas, rng, rng.uniform(0, 1), base, 0.1 + 0.3 * _depth(base, horizon)))
-        )
-    for _ in range(int(rng.integers(0, 3))):
-        base = rng.uniform(horizon + 0.05, 1.0)
-        placed.append(
-            (base, partial(draw.bush, canvas, rng, rng.uniform(0, 1), base, 0.08 + 0.2 * _depth(base, horizon)))
-        )
+    _scatter(placed, draw.tree, canvas, rng, (2, 6), (horizon + 0.02, path_top), (-0.05, 1.05), (0.3, 0.5), horizon)
+    _scatter(placed, draw.bench, canvas, rng, (1, 3), (path_top, path_bottom), (0.1, 0.9), (0.15, 0.2), horizon)
+    _scatter(placed, draw.person, canvas, rng, (1, 4), (path_top, 1.0), (0, 1), (0.1, 0.3), horizon)
+    _scatter(placed, draw.bush, canvas, rng, (0, 3), (horizon + 0.05, 1.0), (0, 1), (0.08, 0.2), horizon)
     if rng.random() < 0.4:
         base = rng.uniform(path_top, path_bottom)
         placed.append(

@@ -2,7 +2,7 @@
 
 The mask of a tile is the unit's raw activation map, bilinearly upsampled to the image size
 (``align_corners=False``, the same as Pillow's bilinear resize) and compared with ``> T_u``. It is written as two
-small matrix products rather than with :func:`unitscope.tally.upsample` (equal to ~1e-6): at full image size
+small matrix products rather than with :meth:`unitscope.tally.Bilinear.dense` (equal to ~1e-6): at full image size
 this is about 4–5× faster than the tally's gather-based form, which is built for sparse masks. Pixels
 outside it are dimmed to 20 % (``pixel · (0.2 + 0.8 · mask)``) and the mask border is drawn in yellow.
 Tiles are scaled to ``tile_height`` and joined with 3 px white gaps into one WebP per unit.
