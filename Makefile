@@ -1,22 +1,34 @@
 # The two entry points of the README. Each does its own set-up.
 #   make report   build everything for config/config.yaml and write reports/site/ (offline, CPU)
 #   make test     run the test suite
+# Both install the exact versions of requirements.lock (the environment the README's numbers come from).
+#   make test-latest   the suite in .venv-latest with the newest versions pyproject.toml admits, and what moved
 VENV ?= .venv
-CORES ?= 8
+LOCK ?= requirements.lock
+CORES ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= python3
+SNAKEMAKE_ARGS ?=
+SNAKEMAKE = $(VENV)/bin/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(SNAKEMAKE_ARGS)
 
-.PHONY: setup report test browser clean
+.PHONY: setup report test test-latest lock browser clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -r $(LOCK)
+	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/python -m unitscope.environment check $(LOCK)
 	touch $@
 
 setup: $(VENV)/.installed
 
+# Resumes an interrupted run (Ctrl-C, kill, power loss): `flock` lets one `make report` run at a time in
+# this directory, so the lock Snakemake left behind can only be stale and is removed; the profile reruns
+# jobs left incomplete.
 report: setup
-	$(VENV)/bin/snakemake --cores $(CORES)
+	@if command -v flock >/dev/null 2>&1; then \
+	  flock .snakemake-report.lock sh -c '$(SNAKEMAKE) --unlock >/dev/null && $(SNAKEMAKE)'; \
+	else $(SNAKEMAKE); fi
 
 # Browser tests need Chromium; install it with apt when we can, otherwise those tests skip.
 browser:
@@ -28,5 +40,18 @@ browser:
 test: setup browser
 	$(VENV)/bin/pytest -q
 
+# The newest resolvable versions: a fresh .venv-latest, the suite, and the packages that moved from the lock.
+test-latest: browser
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install -q --upgrade pip
+	.venv-latest/bin/pip install -q -e '.[test]'
+	.venv-latest/bin/python -m unitscope.environment check $(LOCK) || true
+	.venv-latest/bin/pytest -q
+
+# Rewrite the lock from a fresh resolve (then run `make report` and update the README's numbers).
+lock: test-latest
+	.venv-latest/bin/python -m unitscope.environment lock --out $(LOCK)
+
 clean:
-	rm -rf results reports logs .snakemake data/probe
+	rm -rf results reports logs .snakemake data/probe .snakemake-report.lock

@@ -449,3 +449,28 @@ def test_training_curves_need_two_checkpoints(tmp_path) -> None:
     rows = iteration_rows(collect([results]))
     assert set(rows["group"]) == {"toy · layer4"}
     assert sorted(set(rows["iteration"])) == [4.0, 64.0]
+
+
+def test_each_rotation_point_is_one_run(tmp_path) -> None:
+    """The unrotated run and the rotated α = 0 run are two runs of one point: the chart shows the rotated one,
+    never their sum."""
+    from unitscope.report.pages import rotation_rows
+    from unitscope.report.site import _compare_sections
+
+    dataset = make_dataset(tmp_path / "broden")
+    results = tmp_path / "results"
+    make_results(results / "toy", dataset, model="toy", seed=1)
+    for seed, alpha in ((2, 0.0), (3, 1.0)):
+        make_results(results / f"toy-rot{alpha}", dataset, model="toy", seed=seed,
+                     rotation={"alpha": alpha, "seed": 1, "unpermute": True})
+    collection = collect([results])
+    rows = rotation_rows(collection)
+    summary = {alpha: summarize(pd.read_csv(results / f"toy-rot{alpha}" / "layer4" / "tally.csv",
+                                            keep_default_na=False)) for alpha in (0.0, 1.0)}
+    for alpha in (0.0, 1.0):
+        got = rows[rows["alpha"] == alpha].set_index("category")["unique"].to_dict()
+        assert got == summary[alpha]["unique_per_category"]["per_category"]
+    (section,) = [s for s in _compare_sections(collection) if s["id"] == "rotation"]
+    first = dict(zip(section["columns"], section["rows"][0]))
+    assert first["alpha"] == "0" and int(first["object"]) == summary[0.0]["unique_per_category"]["per_category"]["object"]
+    assert len(section["rows"]) == 2

@@ -138,15 +138,52 @@ def test_bad_config_fails_naming_the_key(clone: Path, override: dict, key: str) 
 # ------------------------------------------------------------------------------------------- provenance
 
 
-def test_provenance_records_versions_checksums_and_seeds(tmp_path: Path) -> None:
+def test_provenance_records_versions_checksums_and_seeds(tmp_path: Path, monkeypatch) -> None:
     from importlib import metadata
 
-    (tmp_path / "index.csv").write_bytes(b"image,split\nx.jpg,train\n")
+    monkeypatch.setenv("UNITSCOPE_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    files = {"index.csv": b"image,split\nx.jpg,train\n", "images/x.jpg": b"\xff\xd8jpeg", "images/x_object.png": b"png"}
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+    (data / ".hidden").write_bytes(b"not part of the dataset")
+    result = tmp_path / "run" / "conv4"
+    result.mkdir(parents=True)
+    (result / "meta.json").write_text(json.dumps({"model_spec": "probecnn", "weights_sha256": "ab" * 32}))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "checkpoint-4.pt").write_bytes(b"weights")
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"# comment\ntorch=={metadata.version('torch')}\nnot-installed-package==1.0\n")
     config = {"device": "cpu", "datasets": {"p": {"seed": 3}}, "models": {"m": {"rotation": {"seed": 1}}}}
-    record = collect_provenance(config, {"p": tmp_path})
+    record = collect_provenance(config, {"p": data}, [result], [tmp_path / "models"], lock)
     assert record["unitscope_version"] == __version__
     assert record["versions"]["torch"] == metadata.version("torch")
-    assert record["datasets"]["p"]["index_sha256"] == hashlib.sha256(b"image,split\nx.jpg,train\n").hexdigest()
+    assert record["versions"]["snakemake"] == metadata.version("snakemake")
+    sha = lambda content: hashlib.sha256(content).hexdigest()  # noqa: E731
+    dataset = record["datasets"]["p"]
+    assert dataset["index_sha256"] == sha(files["index.csv"])
+    # `sha256sum` lines of every file but hidden ones, sorted by relative path.
+    listing = "".join(f"{sha(files[name])}  {name}\n" for name in sorted(files))
+    assert dataset["content_sha256"] == sha(listing.encode()) and dataset["files"] == 3
+    assert record["weights"] == {"models": {"probecnn": "ab" * 32},
+                                 "checkpoints": {str(tmp_path / "models" / "checkpoint-4.pt"): sha(b"weights")}}
+    environment = record["environment"]
+    assert environment["lock_sha256"] == sha(lock.read_bytes())
+    assert environment["packages"]["torch"] == metadata.version("torch") and len(environment["packages"]) > 20
+    assert "not-installed-package: 1.0 locked, not installed" in environment["differs_from_lock"]
+    assert not any(line.startswith("torch:") for line in environment["differs_from_lock"])
+    # Per-file digests are cached by size and mtime: an unchanged file's cached digest is used as it stands
+    # (planted here), a changed file is hashed again.
+    (cache,) = (tmp_path / "cache" / "checksums").glob("*.json")
+    cached = json.loads(cache.read_text())
+    cached["index.csv"][2] = "planted"
+    cache.write_text(json.dumps(cached))
+    (data / "images" / "x_object.png").write_bytes(b"png2")
+    digests = {**{name: sha(content) for name, content in files.items()}, "index.csv": "planted",
+               "images/x_object.png": sha(b"png2")}
+    listing = "".join(f"{digests[name]}  {name}\n" for name in sorted(digests))
+    assert collect_provenance(config, {"p": data})["datasets"]["p"]["content_sha256"] == sha(listing.encode())
     assert record["seeds"] == {"datasets.p.seed": 3, "models.m.rotation.seed": 1}
     assert record["config"] == config and record["device"]["configured"] == "cpu"
     assert record["git"]["commit"] is None or len(record["git"]["commit"]) == 40

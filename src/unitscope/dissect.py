@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from unitscope import __version__
 from unitscope.activations import ActivationCacheWriter, extract_batches, read_cache_batches
@@ -44,6 +42,7 @@ from unitscope.broden.loaders import image_loader, segmentation_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.models import LoadedModel, load_model, normalizer, resolve_layers
 from unitscope.options import PRESENCE_RULES, Shard, resolve_device
+from unitscope.progress import progress
 from unitscope.results import (
     iou_table,
     read_thresholds,
@@ -57,6 +56,7 @@ from unitscope.results import (
     write_npz,
 )
 from unitscope.rotation import rotate_activations, rotation_matrix
+from unitscope.staging import make_scratch
 from unitscope.summary import summarize
 from unitscope.tally import Tally, TallyCounts
 from unitscope.thresholds import NETDISSECT_LEVEL, TopImages, TopK, required_k
@@ -145,15 +145,14 @@ class _Run:
         return resolve_device(str(self.settings.device))
 
     def dataset_meta(self) -> dict:
-        root = Path(self.dataset.root).resolve()
-        return {"path": str(root), "name": root.name, "images": self.images,
-                "index_sha256": self.dataset.index_sha256()}
+        return self.dataset.record(self.images)
 
     def layer_meta(self, layer: str, units: int, map_size: tuple[int, int]) -> dict:
         s = self.settings
         return {
             "model": s.name or self.source_meta["model"],
             "model_spec": self.source_meta["model_spec"],
+            "weights_sha256": self.source_meta["weights_sha256"],
             "layer": layer,
             "units": units,
             "map_size": list(map_size),
@@ -186,9 +185,12 @@ def _prepare(
         raise DissectError(f"dataset {dataset.root} has no images with data in the selected categories")
     if shard is not None and not 0 <= shard.index < shard.count:
         raise DissectError(f"--shard {shard}: expected I/N with 0 <= I < N")
-    rows = shard.range(images) if shard is not None else range(images)
+    rows = shard.range(images, settings.batch_size) if shard is not None else range(images)
     if not rows:
-        raise DissectError(f"--shard {shard} of {images} images is empty; use fewer shards")
+        raise DissectError(
+            f"--shard {shard} of {images} images is empty (shards split at multiples of --batch-size "
+            f"{settings.batch_size}); use fewer shards or a smaller batch size"
+        )
     if isinstance(source, str):
         source = load_model(source)
     if isinstance(source, nn.Module):
@@ -201,7 +203,8 @@ def _prepare(
             normalizer(normalize)  # validates the name
         except ValueError as error:
             raise DissectError(str(error)) from None
-        meta = {"model": source.name, "model_spec": source.spec, "normalize": normalize}
+        meta = {"model": source.name, "model_spec": source.spec, "weights_sha256": source.weights_sha256(),
+                "normalize": normalize}
         return _Run(dataset, list(layers), settings, source, [], images, rows, meta)
     caches = [Path(p) for p in source]
     if not caches:
@@ -223,6 +226,7 @@ def _prepare(
                 )
             meta.setdefault("model", info.get("model"))
             meta.setdefault("model_spec", info.get("model_spec"))
+            meta.setdefault("weights_sha256", info.get("weights_sha256"))
             meta.setdefault("normalize", info.get("normalize", settings.normalize))
     return _Run(dataset, list(layers), settings, None, caches, images, rows, meta)
 
@@ -346,10 +350,11 @@ def _topk_pass(run: _Run, cache_root: Path | None) -> dict[str, _LayerTopK]:
         writer = ActivationCacheWriter(
             cache_root, image_start=run.rows.start, image_stop=run.rows.stop, model=run.source_meta["model"],
             model_spec=run.source_meta["model_spec"], dataset=run.dataset_meta(),
+            extra={"weights_sha256": run.source_meta["weights_sha256"]},
         )
     state: dict[str, _LayerTopK] = {}
     seen = 0
-    progress = tqdm(total=len(run.rows), desc="thresholds", unit="img", disable=None)
+    bar = progress(total=len(run.rows), desc="thresholds", unit="img")
     try:
         for indices, raw in _activation_stream(run):
             if writer is not None:
@@ -364,7 +369,7 @@ def _topk_pass(run: _Run, cache_root: Path | None) -> dict[str, _LayerTopK]:
                 state[layer].topk.update(acts)
                 state[layer].images.update(indices, acts.amax(dim=(2, 3)).cpu().numpy())
             seen += len(indices)
-            progress.update(len(indices))
+            bar.update(len(indices))
         _check_rows(seen, run)
         if writer is not None:
             writer.close()
@@ -373,7 +378,7 @@ def _topk_pass(run: _Run, cache_root: Path | None) -> dict[str, _LayerTopK]:
             writer.abort()
         raise
     finally:
-        progress.close()
+        bar.close()
     return state
 
 
@@ -405,7 +410,7 @@ def _tally_pass(run: _Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[s
         )
     seen = 0
     segmentations = segmentation_loader(run.dataset, list(run.rows), run.settings.batch_size, run.settings.workers)
-    progress = tqdm(total=len(run.rows), desc="tally", unit="img", disable=None)
+    bar = progress(total=len(run.rows), desc="tally", unit="img")
     try:
         for (indices, raw), seg in zip(_activation_stream(run, caches), segmentations):
             if not np.array_equal(np.asarray(seg.indices), indices):
@@ -424,9 +429,9 @@ def _tally_pass(run: _Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[s
                     layer_state.maps[units, ranks] = acts[rows, units].cpu().numpy()
                     layer_state.filled[units, ranks] = True
             seen += len(indices)
-            progress.update(len(indices))
+            bar.update(len(indices))
     finally:
-        progress.close()
+        bar.close()
     _check_rows(seen, run)
     return state
 
@@ -438,9 +443,11 @@ def _tally_pass(run: _Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[s
 def _output(out_dir: Path) -> Iterator[Path]:
     """Yield a private scratch directory inside ``out_dir`` (removed at the end); on error also remove
     ``out_dir`` if this call created it and nothing else was put there (other layers may write beside us)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DissectError(f"--out {out_dir} is a file; give a directory (one is made per layer inside it)")
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out_dir, prefix=".unitscope-"))
+    scratch = make_scratch(out_dir)
     try:
         yield scratch
     except BaseException:

@@ -42,9 +42,20 @@ class Shard:
     index: int
     count: int
 
-    def range(self, n_images: int) -> range:
-        """Images ``index·N//count … (index+1)·N//count``: contiguous, disjoint, covering ``0…N``."""
-        return range(self.index * n_images // self.count, (self.index + 1) * n_images // self.count)
+    def range(self, n_images: int, align: int = 1) -> range:
+        """Images ``index·N//count … (index+1)·N//count``, each boundary rounded down to a multiple of ``align``:
+        contiguous, disjoint, covering ``0…N``.
+
+        With ``align`` = the batch size, a shard's batches are exactly the unsharded run's batches, so the
+        forward pass sees the same images together and gives the same float bits (docs/engine.md, Exactness).
+        """
+        if align < 1:
+            raise ValueError(f"shard alignment must be at least 1, got {align}")
+
+        def boundary(i: int) -> int:
+            return n_images if i == self.count else i * n_images // self.count // align * align
+
+        return range(boundary(self.index), boundary(self.index + 1))
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

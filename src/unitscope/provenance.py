@@ -2,9 +2,13 @@
 
 The workflow writes one ``provenance.json`` beside its results::
 
-    python -m unitscope.provenance --config config/config.yaml --dataset probe=data/probe --out provenance.json
+    python -m unitscope.provenance --config config/config.yaml --dataset probe=data/probe \
+        --results results/dissect/probecnn/conv4 --checkpoints results/models/probecnn --out provenance.json
 
-``--config -`` reads the (effective) config as YAML or JSON from standard input.
+``--config -`` reads the (effective) config as YAML or JSON from standard input. The record identifies
+everything: the lock file and every installed package, the code (git), the config and seeds, each dataset
+(index and whole-content checksums), each result's model weights (``weights_sha256`` of its ``meta.json``)
+and each training checkpoint file.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -23,10 +27,12 @@ import yaml
 
 from unitscope import __version__
 from unitscope.broden.download import sha256_of
+from unitscope.checksums import directory_sha256
+from unitscope.environment import LOCK_FILE, installed_packages, lock_differences, read_lock
 from unitscope.results import write_json
 
-#: Distributions whose versions decide the numbers.
-PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "scipy")
+#: Distributions whose versions decide the numbers (all installed ones are listed under ``environment``).
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "scipy", "snakemake")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -57,12 +63,39 @@ def git_state(directory: str | Path = ".") -> dict[str, object]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def index_sha256(dataset_dir: str | Path) -> str:
-    """sha256 of the dataset's ``index.csv`` bytes: the dataset's identity (as ``meta.json`` records it)."""
+def dataset_record(dataset_dir: str | Path) -> dict[str, object]:
+    """A dataset as given (``path``), the sha256 of its ``index.csv`` (as ``meta.json`` records it) and of
+    its whole content (every image and label file, :func:`unitscope.checksums.directory_sha256`)."""
     path = Path(dataset_dir) / "index.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {dataset_dir} is not a Broden-format directory")
-    return sha256_of(path)
+    content = directory_sha256(dataset_dir)
+    return {"path": str(dataset_dir), "index_sha256": sha256_of(path), "content_sha256": content["sha256"],
+            "files": content["files"], "bytes": content["bytes"]}
+
+
+def environment_record(lock: str | Path = LOCK_FILE) -> dict[str, object]:
+    """The lock file's sha256, every installed distribution, and the ones that differ from the lock."""
+    installed = installed_packages()
+    record: dict[str, object] = {"lock_file": str(lock), "lock_sha256": None, "differs_from_lock": None}
+    if Path(lock).is_file():
+        record["lock_sha256"] = sha256_of(lock)
+        record["differs_from_lock"] = lock_differences(read_lock(lock), installed)
+    return {**record, "packages": installed}
+
+
+def weights_record(results: Sequence[str | Path], checkpoints: Sequence[str | Path]) -> dict[str, object]:
+    """Model weights behind the results: ``weights_sha256`` per model spec (from each result's ``meta.json``)
+    and the sha256 of every checkpoint file (``*.pt``) in the given directories."""
+    models: dict[str, str | None] = {}
+    for directory in results:
+        meta_path = Path(directory) / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path} not found: {directory} is not a result directory")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        models.setdefault(str(meta.get("model_spec")), meta.get("weights_sha256"))
+    files = {str(path): sha256_of(path) for directory in checkpoints for path in sorted(Path(directory).glob("*.pt"))}
+    return {"models": dict(sorted(models.items())), "checkpoints": files}
 
 
 def find_seeds(config: Mapping, prefix: str = "") -> dict[str, int]:
@@ -92,16 +125,22 @@ def device_info() -> dict[str, object]:
     return info
 
 
-def collect_provenance(config: Mapping, datasets: Mapping[str, str | Path]) -> dict:
+def collect_provenance(
+    config: Mapping,
+    datasets: Mapping[str, str | Path],
+    results: Sequence[str | Path] = (),
+    checkpoints: Sequence[str | Path] = (),
+    lock: str | Path = LOCK_FILE,
+) -> dict:
     """The provenance record of a result set made with ``config`` from the named dataset directories."""
     return {
         "unitscope_version": __version__,
         "versions": package_versions(),
+        "environment": environment_record(lock),
         "git": git_state(),
         "config": json.loads(json.dumps(config)),
-        "datasets": {
-            name: {"path": str(path), "index_sha256": index_sha256(path)} for name, path in datasets.items()
-        },
+        "datasets": {name: dataset_record(path) for name, path in datasets.items()},
+        "weights": weights_record(results, checkpoints),
         "seeds": find_seeds(config),
         "device": {"configured": config.get("device"), **device_info()},
         "platform": platform.platform(),
@@ -120,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unitscope.provenance", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file (YAML or JSON); '-' reads standard input")
     parser.add_argument("--dataset", action="append", default=[], type=_dataset_argument, metavar="NAME=DIR")
+    parser.add_argument("--results", action="append", default=[], metavar="DIR", help="a result directory")
+    parser.add_argument("--checkpoints", action="append", default=[], metavar="DIR", help="a directory of *.pt")
+    parser.add_argument("--lock", default=LOCK_FILE, help="the lock file the environment was installed from")
     parser.add_argument("--out", required=True, help="where to write provenance.json")
     args = parser.parse_args(argv)
     try:
@@ -127,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         config = yaml.safe_load(text)
         if not isinstance(config, Mapping):
             raise ValueError(f"--config {args.config}: not a mapping of config keys")
-        write_json(collect_provenance(config, dict(args.dataset)), Path(args.out))
+        record = collect_provenance(config, dict(args.dataset), args.results, args.checkpoints, args.lock)
+        write_json(record, Path(args.out))
     except (OSError, ValueError, yaml.YAMLError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1

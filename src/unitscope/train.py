@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from unitscope.broden.loaders import image_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.models.normalize import normalizer
 from unitscope.models.probecnn import ProbeCNN
 from unitscope.options import TRAIN_BATCH_SIZE, TRAIN_ITERATIONS
+from unitscope.progress import progress
 from unitscope.results import write_atomic, write_json
 
 PROBE_META = "probe.json"
@@ -179,7 +179,7 @@ def train_probecnn(
         if 0 in checkpoints or iterations == 0:
             checkpoint(0)
         batches = _batches(len(train_images), batch_size, generator)
-        for iteration in tqdm(range(1, iterations + 1), desc="train probecnn", disable=None):
+        for iteration in progress(range(1, iterations + 1), desc="train probecnn", unit="step"):
             rows = next(batches)
             loss = F.cross_entropy(model(to_input(train_images[rows].to(device))), train_targets[rows].to(device))
             optimizer.zero_grad(set_to_none=True)

@@ -310,6 +310,11 @@ def report_options() -> str:
     return " ".join(options)
 
 
+def trained_models() -> list[str]:
+    """The training output directories (checkpoints) of the pipeline-trained models."""
+    return [f"results/models/{model}" for model in TRAINED]
+
+
 def provenance_datasets() -> str:
     return " ".join(f"--dataset {shlex.quote(f'{name}={dataset_dir(name)}')}" for name in config["datasets"])
 

@@ -5,6 +5,7 @@ rule provenance:
     input:
         datasets=report_datasets(),
         results=dissected(),
+        checkpoints=trained_models(),
     output:
         "results/dissect/provenance.json",
     log:
@@ -12,11 +13,15 @@ rule provenance:
     params:
         config=lambda wildcards: json.dumps(config),
         datasets=provenance_datasets(),
+        inputs=lambda wildcards, input: " ".join(
+            [f"--results {shlex.quote(d)}" for d in input.results]
+            + [f"--checkpoints {shlex.quote(d)}" for d in input.checkpoints]
+        ),
     conda:
         CONDA_ENV
     shell:
-        "printf '%s' {params.config:q} | python -m unitscope.provenance --config - {params.datasets} --out {output} "
-        "> {log} 2>&1"
+        "printf '%s' {params.config:q} | python -m unitscope.provenance --config - {params.datasets} "
+        "{params.inputs} --out {output} > {log} 2>&1"
 
 
 rule report:

@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import requests
 from tqdm import tqdm
+
+from unitscope.progress import progress
 from urllib3.exceptions import NameResolutionError
 
 CHUNK_SIZE = 1 << 16
@@ -199,8 +201,8 @@ def _transfer(session: requests.Session, url: str, part: Path, size: int | None,
             raise _Failure(f"HTTP {status} {response.reason}".rstrip(), transient=status in _TRANSIENT_STATUS)
         if size is not None and total is not None and total != size:
             raise _Failure(f"server offers {total} bytes, expected {size}", transient=False)
-        with open(part, mode) as handle, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[:-5], disable=None
+        with open(part, mode) as handle, progress(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[:-5]
         ) as bar:
             for chunk in response.iter_content(CHUNK_SIZE):
                 handle.write(chunk)
@@ -336,9 +338,9 @@ def extract_broden(archive: str | Path, dest: str | Path, folder: str) -> Path:
                     f"{archive} is not a {folder} archive: no {folder}/{missing[0]} in it "
                     f"(top-level entries: {', '.join(tops[:5]) or 'none'})"
                 )
-            with tqdm(
+            with progress(
                 total=sum(info.file_size for info in members), unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"extracting {folder}", disable=None,
+                desc=f"extracting {folder}",
             ) as bar:
                 for info in members:
                     zf.extract(info, staging)

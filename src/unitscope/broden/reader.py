@@ -149,6 +149,15 @@ class BrodenDataset:
         """SHA-256 of the bytes of index.csv as read at open time: the dataset's identity."""
         return self._index_sha256
 
+    def record(self, images: int) -> dict[str, object]:
+        """How a result names this dataset (``meta.json``): directory name, path relative to the working
+        directory when it lies inside it, the number of images used and the index checksum; no absolute path."""
+        root = self.root.resolve()
+        record: dict[str, object] = {"name": root.name}
+        if root.is_relative_to(Path.cwd().resolve()):
+            record["path"] = root.relative_to(Path.cwd().resolve()).as_posix() or "."
+        return {**record, "images": images, "index_sha256": self.index_sha256()}
+
     def _label_layer(self, path: Path, i: int) -> np.ndarray:
         image = self._decode(path, i, "label PNG")
         if image.mode not in _LABEL_PNG_MODES:

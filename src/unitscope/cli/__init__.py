@@ -8,7 +8,24 @@ from unitscope import __version__
 from unitscope.cli import download, engine, models, probe, report, summary
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
+class _Commands(click.Group):
+    """The command group: Ctrl-C exits 130, and an I/O error is one line naming the file, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
+        except OSError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="unitscope")
 def main() -> None:
     """Network Dissection: what the hidden units of vision networks detect."""

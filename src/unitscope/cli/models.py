@@ -76,7 +76,7 @@ def extract(
     dataset_dir, spec, arch, layer_names, out, shard, batch_size, device, workers, normalize, max_images, categories
 ) -> None:
     """Extract activations of one or more layers into an activation cache (docs/outputs.md)."""
-    from tqdm import tqdm
+    from unitscope.progress import progress
 
     from unitscope.activations import ActivationCacheWriter, extract_batches
     from unitscope.broden.loaders import image_loader
@@ -93,13 +93,14 @@ def extract(
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     n_images = len(dataset) if max_images is None else min(max_images, len(dataset))
-    rows = shard.range(n_images) if shard else range(n_images)
+    rows = shard.range(n_images, batch_size) if shard else range(n_images)
     if not rows:
         raise click.BadParameter(
-            f"shard {shard} of {n_images} images is empty; use fewer shards", param_hint="'--shard'"
+            f"shard {shard} of {n_images} images is empty (shards split at multiples of --batch-size {batch_size}); "
+            "use fewer shards or a smaller batch size", param_hint="'--shard'"
         )
     normalize = normalize or model.default_normalize
-    info = {"path": str(dataset.root.resolve()), "images": n_images, "index_sha256": dataset.index_sha256()}
+    info = dataset.record(n_images)
     batches = image_loader(dataset, rows, batch_size, workers)
     try:
         with ActivationCacheWriter(
@@ -109,12 +110,10 @@ def extract(
             model=model.name,
             model_spec=spec,
             dataset=info,
-            extra={"normalize": normalize, "categories": dataset.categories},
+            extra={"normalize": normalize, "categories": dataset.categories, "weights_sha256": model.weights_sha256()},
         ) as writer:
             extracted = extract_batches(model.module, layer_names, batches, normalize, device)
-            for indices, activations in tqdm(
-                extracted, total=math.ceil(len(rows) / batch_size), desc="extract", disable=None
-            ):
+            for indices, activations in progress(extracted, total=math.ceil(len(rows) / batch_size), desc="extract", unit="batch"):
                 writer.write(indices, activations)
     except (LayerError, OSError, ValueError) as error:
         raise click.ClickException(str(error)) from error

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from unitscope.broden.download import DownloadError, download_file
-
-#: Environment variable that overrides the cache directory.
-CACHE_ENV = "UNITSCOPE_CACHE"
-
-
-def cache_dir() -> Path:
-    """``$UNITSCOPE_CACHE``, else ``$XDG_CACHE_HOME/unitscope``, else ``~/.cache/unitscope``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unitscope"
+from unitscope.cache import CACHE_ENV, cache_dir
 
 
 def fetch_weights(urls: Sequence[str], filename: str, sha256: str | None = None) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unitscope.checksums import weights_sha256
 from unitscope.models.checkpoint import load_state_dict_into, read_state_dict
 
 #: Seed used to initialise every untrained architecture, so "untrained" means the same weights everywhere.
@@ -68,6 +69,10 @@ class LoadedModel:
     spec: str
     name: str
     default_normalize: str
+
+    def weights_sha256(self) -> str:
+        """Checksum of the module's parameters and buffers (:func:`unitscope.checksums.weights_sha256`)."""
+        return weights_sha256(self.module.state_dict())
 
 
 _MODELS: dict[str, Callable[[], ModelEntry]] = {}
@@ -152,7 +157,10 @@ def _load_python(spec: str) -> nn.Module:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ModelSpecError(f"model spec {spec!r}: cannot import module {module_name!r} ({error})") from error
+        hint = ""
+        if isinstance(error, ModuleNotFoundError) and module_name.startswith(error.name or "\0"):
+            hint = "; it must be importable: install it, or run with PYTHONPATH=. from the directory that holds it"
+        raise ModelSpecError(f"model spec {spec!r}: cannot import module {module_name!r} ({error}){hint}") from error
     factory = getattr(module, attribute, None)
     if not callable(factory):
         public = [n for n in dir(module) if not n.startswith("_")]
@@ -160,7 +168,10 @@ def _load_python(spec: str) -> nn.Module:
             f"model spec {spec!r}: module {module_name!r} has no callable {attribute!r}."
             + _close_matches(attribute, public)
         )
-    model = factory()
+    try:
+        model = factory()
+    except Exception as error:
+        raise ModelSpecError(f"model spec {spec!r}: {attribute}() raised {type(error).__name__}: {error}") from error
     if not isinstance(model, nn.Module):
         raise ModelSpecError(
             f"model spec {spec!r}: {attribute}() returned {type(model).__name__}, not a torch.nn.Module"

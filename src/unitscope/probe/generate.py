@@ -15,13 +15,13 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from unitscope.broden.writer import BrodenWriter, EncodedImage, ImageEncoder
 from unitscope.probe.canvas import Canvas
 from unitscope.probe.colornames import color_layer
 from unitscope.probe.scenes import SCENES
 from unitscope.probe.textures import texture_image
+from unitscope.progress import progress
 from unitscope.probe.vocabulary import NAMES, NUMBER, SCENE_CLASSES, SCENE_SOURCE, TEXTURE_SOURCE, TEXTURES
 
 GENERATOR = "unitscope.probe"
@@ -108,7 +108,7 @@ def generate(out: str | Path, images: int, size: int = 224, seed: int = 0, worke
     with BrodenWriter(out, NAMES, image_size=size, label_size=size // 2) as writer:
         jobs = [(writer.encoder, i, seed, size) for i in range(images)]
         with _encoded_images(jobs, workers) as results:
-            for encoded in tqdm(results, total=images, desc="probe images", unit="img", disable=None):
+            for encoded in progress(results, total=images, desc="probe images", unit="img"):
                 writer.add_encoded(encoded)
                 for number, count in encoded.label_pixels().items():
                     pixels[number] += count

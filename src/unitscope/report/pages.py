@@ -250,7 +250,10 @@ def _unique_long(run: Run, **extra) -> list[dict]:
 
 
 def rotation_rows(collection: Collection) -> pd.DataFrame:
-    """Unique detectors per category against α, for every network/layer dissected in rotated bases."""
+    """Unique detectors per category against α, for every network/layer dissected in rotated bases.
+
+    Each point is one run: the unrotated run stands at α = 0 only where no rotated run with α = 0 exists.
+    """
     rows = []
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in collection.runs:
@@ -259,8 +262,10 @@ def rotation_rows(collection: Collection) -> pd.DataFrame:
         if not any(r.rotation for r in runs):
             continue
         group = f"{runs[0].series} · {runs[0].layer}"
+        rotated_at_zero = any(r.rotation and r.alpha == 0 for r in runs)
         for run in runs:
-            rows += _unique_long(run, group=group, alpha=run.alpha)
+            if run.rotation or not rotated_at_zero:
+                rows += _unique_long(run, group=group, alpha=run.alpha)
     return pd.DataFrame(rows, columns=["group", "alpha", "category", "unique"])
 
 

@@ -32,6 +32,7 @@ from unitscope.report.collect import (
     ordered_categories,
 )
 from unitscope.report.reference import Reference, load_reference
+from unitscope.progress import progress
 from unitscope.report.search import search_index
 from unitscope.report.strips import StripJob, StripRenderer, strip_width, tile_shape
 
@@ -176,7 +177,12 @@ def _compare_sections(collection: Collection) -> list[dict]:
     for key, title, rows, make, x, text, caption, empty in specs:
         table = pd.DataFrame()
         if not rows.empty:
-            table = rows.pivot_table(index=["group", x], columns="category", values="unique", aggfunc="sum", fill_value=0)
+            repeated = rows[rows.duplicated(["group", x, "category"])]
+            if not repeated.empty:  # a point of the chart must come from one run, never a sum of several
+                group, value = repeated.iloc[0][["group", x]]
+                raise ReportInputError(f"two result directories give the {title.lower()} point {group}, {x} = {value}; "
+                                       "tag them apart (series=NAME) or leave one out")
+            table = rows.pivot(index=["group", x], columns="category", values="unique").fillna(0).astype(int)
             table = table[ordered_categories(table.columns)].reset_index()
         sections.append({
             "id": key, "title": title, "text": text, "caption": caption, "empty": empty,
@@ -293,7 +299,7 @@ def _build(collection: Collection, reference: Reference | None, citation: str | 
     with StripRenderer(dataset_root, tile_height, workers) as renderer:
         renderer.submit(jobs)
         _pages(site, collection, reference, citation, infos, strip_sizes, tmp)
-        with tqdm(total=sum(len(job.units) for job in jobs), desc="strips", unit="unit", disable=None) as bar:
+        with progress(total=sum(len(job.units) for job in jobs), desc="strips", unit="unit") as bar:
             for count in renderer.results():
                 bar.update(count)
 
@@ -319,7 +325,7 @@ def _pages(site: SiteWriter, collection: Collection, reference: Reference | None
     )
 
     # Layer and unit pages.
-    with tqdm(total=sum(run.units for run in collection.runs), desc="pages", unit="unit", disable=None) as bar:
+    with progress(total=sum(run.units for run in collection.runs), desc="pages", unit="unit") as bar:
         for run in collection.runs:
             units = infos[run.slug]
             bars = pages.concept_bars(units)
