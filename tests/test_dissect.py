@@ -340,6 +340,30 @@ def test_cli_rejects_bad_input_without_output(dataset, tmp_path, args, message) 
     assert not out.exists()
 
 
+def test_cli_out_that_is_a_file_is_one_line(dataset, tmp_path) -> None:
+    out = tmp_path / "results.txt"
+    out.write_text("not a directory")
+    result = CliRunner().invoke(main, ["dissect", "--dataset", str(dataset.root), "--model",
+                                       "python:test_dissect:DyadicNet", "--layer", "mixed", "--out", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"--out {out} is a file; give a directory" in result.output
+    assert out.read_text() == "not a directory"
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(dataset, tmp_path, monkeypatch) -> None:
+    import unitscope.dissect as engine
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_tally_pass", interrupted)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["dissect", "--dataset", str(dataset.root), "--model",
+                                       "python:test_dissect:DyadicNet", "--layer", "mixed", "--out", str(out)])
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert not out.exists()
+
+
 def test_empty_selection_is_refused(tmp_path) -> None:
     """A dataset whose rows have no data in the selected categories has nothing to dissect."""
     with BrodenWriter(tmp_path / "ds", LABELS, image_size=IMAGE, label_size=LABEL) as writer:

@@ -49,6 +49,8 @@ def equal_state(a: nn.Module, b: nn.Module) -> bool:
         ("probecnn@imagenet", "none (untrained only)"),
         ("python:os", "expected python:MODULE:CALLABLE"),
         ("python:no_such_module_xyz:build", "cannot import module 'no_such_module_xyz'"),
+        ("python:no_such_module_xyz:build", "run with PYTHONPATH=. from the directory that holds it"),
+        ("python:json:loads", "model spec 'python:json:loads': loads() raised TypeError"),
         ("python:os:pathh", "has no callable 'pathh'"),
         ("python:os:getcwd", "returned str, not a torch.nn.Module"),
         ("file:model.pt", "needs --arch SPEC"),
@@ -283,3 +285,18 @@ def test_normalizer_errors() -> None:
         normalizer("bgr")
     with pytest.raises(ValueError, match="expected uint8 images"):
         normalizer("imagenet")(torch.zeros(1, 3, 2, 2))
+
+
+def test_python_models_initialised_at_random_are_the_same_every_time(tmp_path, monkeypatch) -> None:
+    """A callable that builds random weights gives the same weights in every process (the workflow's
+    extract and dissect jobs, a resumed run), and the global RNG is left as it was."""
+    (tmp_path / "random_net.py").write_text(
+        "from torch import nn\n\ndef build():\n    return nn.Conv2d(3, 4, 3)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    first = load_model("python:random_net:build").module.weight.detach().clone()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(456)
+    assert torch.equal(load_model("python:random_net:build").module.weight, first)

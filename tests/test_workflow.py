@@ -20,22 +20,26 @@ from unitscope.provenance import collect_provenance, find_seeds, main as provena
 
 REPO = Path(__file__).resolve().parents[1]
 #: What a fresh clone holds that the workflow reads.
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "CITATION.cff", "tests/configs")
+WORKFLOW_FILES = ("Snakefile", "Makefile", "workflow", "config", "envs", "CITATION.cff", "tests/configs")
 TINY = "tests/configs/tiny.yaml"
 RESULT_FILES = ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "top_maps.npy", "summary.json", "meta.json")
 
 
-@pytest.fixture
-def clone(tmp_path: Path) -> Path:
-    """A scratch copy of the workflow files, as in a fresh clone."""
+def copy_workflow(directory: Path) -> Path:
+    """A scratch copy of the workflow files in ``directory``, as in a fresh clone."""
     for name in WORKFLOW_FILES:
-        source, target = REPO / name, tmp_path / name
+        source, target = REPO / name, directory / name
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-    return tmp_path
+    return directory
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    return copy_workflow(tmp_path)
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -269,3 +273,50 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
             assert (sharded / name).read_text() == (unsharded / name).read_text(), (target, name)
         np.testing.assert_array_equal(np.load(sharded / "top_maps.npy"), np.load(unsharded / "top_maps.npy"))
     assert not (clone / "results/shards").exists() or not any((clone / "results/shards").rglob("*.npz"))
+
+
+# ------------------------------------------------------------------------------------------- resuming
+
+
+def make_report(workdir: Path, **popen) -> subprocess.Popen:
+    """`make report` on the tiny config with this interpreter's environment (its set-up taken as done)."""
+    venv = Path(sys.executable).parent.parent
+    return subprocess.Popen(
+        ["make", "--no-print-directory", "-o", f"{venv}/.installed", "report", f"VENV={venv}", "CORES=2",
+         f"SNAKEMAKE_ARGS=--configfile {TINY}"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
+    )
+
+
+@pytest.mark.slow
+def test_killed_make_report_resumes_to_identical_results(clone: Path, tmp_path_factory) -> None:
+    """Power loss mid-run (SIGKILL to every process of `make report`), then `make report` again: it finishes
+    without --unlock or --rerun-incomplete, and every result file equals an uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    reference = copy_workflow(tmp_path_factory.mktemp("reference"))
+    done = make_report(reference)
+    out, _ = done.communicate(timeout=600)
+    assert done.returncode == 0, out[-3000:]
+
+    run = make_report(clone, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (clone / "results/activations").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(run.pid, signal.SIGKILL)
+    run.communicate()
+    assert not (clone / "reports/site").exists()
+    assert any((clone / ".snakemake/locks").iterdir()), "a killed Snakemake leaves its lock behind"
+
+    resumed = make_report(clone)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+    results = sorted(p.relative_to(reference) for p in (reference / "results/dissect").rglob("*")
+                     if p.is_file() and p.name in RESULT_FILES)
+    assert len(results) == 7 * len(RESULT_FILES)
+    for path in results:
+        assert (clone / path).read_bytes() == (reference / path).read_bytes(), path
+    assert (clone / "reports/site/index.html").is_file()

@@ -6,7 +6,7 @@ from torch import nn
 
 
 def build() -> nn.Module:
-    """Two conv blocks, seeded by the caller's RNG state: enough to exercise a user-supplied model."""
+    """Two conv blocks initialised at random (unitscope seeds the RNG): enough to exercise a user-supplied model."""
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, stride=2, padding=1),
         nn.ReLU(),

@@ -139,9 +139,14 @@ def resolve_entry(spec: str) -> tuple[ModelEntry, str | None]:
 
 def build_untrained(entry: ModelEntry, state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """Build an entry's architecture, initialised from :data:`INIT_SEED` without touching the global RNG."""
+    return _seeded(lambda: entry.build(state_dict))
+
+
+def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with torch's RNG seeded from :data:`INIT_SEED` (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
-        return entry.build(state_dict)
+        return build()
 
 
 def _short_name(spec: str) -> str:
@@ -203,8 +208,8 @@ def load_model(spec: str, arch: str | None = None) -> LoadedModel:
     """
     if arch is not None and not spec.startswith("file:"):
         raise ModelSpecError(f"--arch is only used with file:PATH specs, not with {spec!r}")
-    if spec.startswith("python:"):
-        module, name, normalize = _load_python(spec), spec.removeprefix("python:"), "imagenet"
+    if spec.startswith("python:"):  # seeded too: weights a callable initialises at random are the same every time
+        module, name, normalize = _seeded(lambda: _load_python(spec)), spec.removeprefix("python:"), "imagenet"
     elif spec.startswith("file:"):
         module, name, normalize = _load_file(spec, arch)
     else:

@@ -1,0 +1,89 @@
+"""The lock file behind the published numbers, progress lines in logs, and scratch left by killed runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from unitscope.environment import canonical, installed_packages, lock_differences, lock_text, read_lock
+from unitscope.staging import PREFIX, make_scratch, remove_stale
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_lock_pins_every_dependency_of_the_project() -> None:
+    lock = read_lock(REPO / "requirements.lock")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    for text in wanted:
+        requirement = Requirement(text)
+        name = canonical(requirement.name)
+        assert name in lock, f"{name} is not in requirements.lock"
+        assert requirement.specifier.contains(lock[name]), f"{name}=={lock[name]} does not satisfy {text}"
+    assert "unitscope" not in lock  # installed from the work tree, not pinned
+
+
+def test_lock_round_trip_keeps_platform_markers(tmp_path: Path) -> None:
+    installed = installed_packages()
+    text = lock_text(installed, "header line\n\nsecond")
+    assert text.startswith("# header line\n#\n# second\n")
+    path = tmp_path / "lock"
+    path.write_text(text)
+    assert read_lock(path) == installed
+    assert lock_differences(read_lock(path), installed) == []
+    if "triton" in installed:  # torch needs its CUDA stack only on Linux: the lock keeps torch's marker
+        assert re.search(r"^triton==\S+ ; .*platform_system == \"Linux\"", text, re.M)
+    assert re.search(r"^numpy==\S+$", text, re.M)
+
+
+def test_lock_differences_name_each_package() -> None:
+    assert lock_differences({"a": "1", "b": "2.0", "c": "3"}, {"a": "1", "b": "2.1", "d": "4", "c": "3+cpu"}) == [
+        "b: 2.0 locked, 2.1 installed", "d: 4 installed, not in the lock"]
+    assert lock_differences({"a": "1"}, {}) == ["a: 1 locked, not installed"]
+
+
+def test_bad_lock_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.lock"
+    path.write_text("numpy==2\ntorch>=2\n")
+    with pytest.raises(ValueError, match=r"requirements.lock:2: expected NAME==VERSION"):
+        read_lock(path)
+
+
+def test_progress_writes_lines_with_rate_and_eta_when_not_a_terminal(tmp_path: Path) -> None:
+    code = (
+        "import time\n"
+        "from unitscope.progress import progress\n"
+        "for _ in progress(range(6), desc='tally', unit='img'):\n"
+        "    time.sleep(0.12)\n"
+    )
+    env = {**os.environ, "UNITSCOPE_PROGRESS_SECONDS": "0.2"}
+    with open(tmp_path / "log", "w") as log:  # a file, as in a Snakemake job log
+        subprocess.run([sys.executable, "-c", code], stderr=log, check=True, env=env)
+    text = (tmp_path / "log").read_text()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert 2 <= len(lines) <= 6, lines
+    assert re.fullmatch(r"tally: 6/6 img \(100%\), +[\d.]+img/s, elapsed 00:0\d, ETA 00:00", lines[-1]), lines[-1]
+    assert all(line.startswith("tally: ") and "ETA" in line for line in lines)
+
+
+def test_stale_scratch_of_a_dead_process_is_removed(tmp_path: Path, capsys) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = make_scratch(tmp_path).name.removeprefix(PREFIX).split("-")[0]
+    stale = tmp_path / f"{PREFIX}{host}-{dead.pid}-abc"
+    (stale / "cache").mkdir(parents=True)
+    alive = tmp_path / f"{PREFIX}{host}-{os.getppid()}-def"
+    other_host = tmp_path / f"{PREFIX}otherhost-{dead.pid}-ghi"
+    alive.mkdir()
+    other_host.mkdir()
+    assert remove_stale(tmp_path) == [stale]
+    assert not stale.exists() and alive.exists() and other_host.exists()
+    assert f"removing {stale}, left behind by an interrupted run" in capsys.readouterr().err
