@@ -126,6 +126,14 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
         ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "layer": ["x"]}}}, "'layer' was unexpected"),
         ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "rotation": {"layers": ["conv9"], "alphas": [1]}}}},
          "models.m.rotation.layers"),
+        # Checked from the model definition (no weights) before any job runs:
+        ({"models": {"m": {"spec": "probecnn", "layers": ["conv9"]}}}, "models.m.layers`: model ProbeCNN has no layer 'conv9'"),
+        ({"models": {"m": {"spec": "torchvision:resnt18@imagenet", "layers": ["layer4"]}}}, "models.m.spec`: unknown model"),
+        ({"models": {"m": {"spec": "torchvision:vgg16@imagenet", "layers": ["features.30", "features.99"]}}},
+         "models.m.layers`: model VGG has no layer 'features.99'"),
+        ({"models": {"m": {"spec": "file:missing.pt", "arch": "probecnn", "layers": ["conv1"]}}},
+         "models.m.spec`: missing.pt does not exist"),
+        ({"models": {"m": {"spec": "python:tests.configs.tiny_model:nope", "layers": ["3"]}}}, "has no callable 'nope'"),
     ],
 )
 def test_bad_config_fails_naming_the_key(clone: Path, override: dict, key: str) -> None:
@@ -137,6 +145,22 @@ def test_bad_config_fails_naming_the_key(clone: Path, override: dict, key: str) 
     assert result.returncode != 0
     message = next(line for line in (result.stdout + result.stderr).splitlines() if line.startswith("config key"))
     assert key in message
+
+
+def test_cuda_without_cuda_stops_a_local_run_before_any_job(clone: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    config = {"device": "cuda", "datasets": {"probe": {"source": "probe", "images": 4}},
+              "models": {"m": {"spec": "probecnn", "layers": ["conv1"]}}}
+    (clone / "cuda.yaml").write_text(yaml.safe_dump(config))
+    planned = snakemake(clone, "-n", "--configfile", "cuda.yaml")  # a dry run may plan for a cluster: it warns
+    assert planned.returncode == 0 and "config key `device`: cuda, but CUDA is not available here" in planned.stderr
+    result = snakemake(clone, "--configfile", "cuda.yaml")
+    assert result.returncode != 0
+    assert "config key `device`: cuda, but CUDA is not available here" in result.stderr
+    assert not (clone / "data").exists() and not (clone / "logs").exists(), "no job ran"
 
 
 # ------------------------------------------------------------------------------------------- provenance

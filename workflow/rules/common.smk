@@ -8,6 +8,7 @@ Vocabulary (docs/workflow.md):
            per layer into `results/dissect/<run>/<layer>/` from the source's activation cache
 """
 
+import functools
 import json
 import os
 import re
@@ -190,6 +191,36 @@ def _all_runs() -> dict[str, Run]:
 
 RUNS = _all_runs()
 SOURCES = {run.source.name: run.source for run in RUNS.values()}
+
+
+def _check_models() -> None:
+    """Model specs, layer names and local files, checked before any job runs (snakemake -n too); jobs
+    started on a cluster node skip it (the main process already did)."""
+    from unitscope.config_check import config_problems
+
+    problems = config_problems(config)
+    if problems:
+        raise config_error(*problems[0])
+
+
+if workflow.is_main_process:
+    _check_models()
+
+
+@functools.cache
+def check_device() -> None:
+    """`device: cuda` needs CUDA where the jobs run: checked while the DAG is built (the executor is known
+    then, not when this file is parsed). A local run stops before its first job; a dry run, whose executor
+    does not tell whether the real jobs go to a cluster, warns."""
+    from unitscope.config_check import device_problem
+
+    problem = device_problem(config) if workflow.local_exec and workflow.is_main_process else None
+    if problem is None:
+        return
+    if workflow.dryrun:
+        print(f"Warning: {config_error(*problem)}; jobs run on this machine would fail", file=sys.stderr)
+    else:
+        raise config_error(*problem)
 TRAINED = [model for model, entry in config["models"].items() if "train" in entry]
 
 
@@ -231,6 +262,7 @@ def run_dataset(wildcards) -> str:
 
 def source_inputs(wildcards) -> dict:
     """The source's dataset, plus the training output when the source is a checkpoint."""
+    check_device()
     source = SOURCES[wildcards.source]
     inputs = {"dataset": dataset_dir(model_dataset(source.model))}
     if source.iteration is not None:

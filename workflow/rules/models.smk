@@ -3,7 +3,7 @@
 
 rule train_probecnn:
     input:
-        dataset=lambda wildcards: dataset_dir(model_dataset(wildcards.model)),
+        dataset=lambda wildcards: check_device() or dataset_dir(model_dataset(wildcards.model)),
     output:
         directory("results/models/{model}"),
     log:
