@@ -272,6 +272,8 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         assert tags.items() <= meta["tags"].items(), (run, meta["tags"])
         assert meta["dataset"]["index_sha256"] == index_sha and meta["top_k"] == 3
         assert meta["unitscope_version"] == __version__
+        assert meta["kind"] == "dissection" and meta["schema_version"] == 1
+        assert str(clone) not in (layer_dir / "meta.json").read_text(), "no absolute path in a result"
         summaries[run] = _check_summary_against_tally(layer_dir)
     rotated = json.loads((results / "probecnn-rot1.00/conv4/meta.json").read_text())
     assert rotated["rotation"] == {"alpha": 1.0, "seed": 1, "unpermute": True} and rotated["model"] == "probecnn"
@@ -284,6 +286,18 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
     assert (clone / "reports/site/index.html").is_file()
     assert not any((clone / "results/activations").rglob("*.npy")), "activation caches are temporary"
     assert (clone / "logs/report.log").is_file() and (clone / "logs/train_probecnn/probecnn.log").is_file()
+
+    # A result left over from a model since removed from the config never reaches the site.
+    leftover = results / "removed-model" / "conv4"
+    shutil.copytree(results / "probecnn-untrained/conv4", leftover)
+    meta = json.loads((leftover / "meta.json").read_text())
+    (leftover / "meta.json").write_text(json.dumps({**meta, "model": "removed-model"}))
+    done = snakemake(clone, "--configfile", TINY, "--forcerun", "report")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    site_text = "".join(p.read_text(errors="replace") for p in (clone / "reports/site").rglob("*") if p.is_file()
+                        and p.suffix in (".html", ".js"))
+    assert "probecnn-untrained" in site_text and "removed-model" not in site_text
+    shutil.rmtree(results / "removed-model")
 
     # The same results through the two-stage sharded flow (two image shards) are identical.
     shutil.move(results, clone / "unsharded")

@@ -27,6 +27,9 @@ from unitscope.results import write_json
 
 ARRAY_NAME = "activations.npy"
 META_NAME = "activations.json"
+#: ``kind`` and ``schema_version`` of an activation cache's ``activations.json`` (docs/outputs.md).
+KIND = "activations"
+SCHEMA_VERSION = 1
 
 
 class _StopForward(Exception):
@@ -123,7 +126,8 @@ class ActivationCacheWriter:
             raise ValueError(f"empty image range {image_start}:{image_stop}")
         self.out = Path(out)
         self.image_start, self.image_stop = image_start, image_stop
-        self._meta = {"model": model, "model_spec": model_spec, "dataset": dict(dataset)}
+        self._meta = {"kind": KIND, "schema_version": SCHEMA_VERSION, "model": model, "model_spec": model_spec,
+                      "dataset": dict(dataset)}
         self._extra = dict(extra or {})
         self._arrays: dict[str, np.memmap] = {}
         self._written = np.zeros(image_stop - image_start, dtype=bool)

@@ -63,6 +63,9 @@ from unitscope.thresholds import NETDISSECT_LEVEL, TopImages, TopK, required_k
 
 PART_FILE = "part.json"
 THRESHOLDS_FILE = "thresholds.json"
+#: ``kind`` and ``schema_version`` of a dissection's ``meta.json`` (docs/outputs.md).
+KIND = "dissection"
+SCHEMA_VERSION = 1
 
 
 class DissectError(ValueError):
@@ -150,6 +153,8 @@ class _Run:
     def layer_meta(self, layer: str, units: int, map_size: tuple[int, int]) -> dict:
         s = self.settings
         return {
+            "kind": KIND,
+            "schema_version": SCHEMA_VERSION,
             "model": s.name or self.source_meta["model"],
             "model_spec": self.source_meta["model_spec"],
             "weights_sha256": self.source_meta["weights_sha256"],

@@ -35,8 +35,10 @@ rule report:
         "logs/report.log",
     params:
         options=report_options(),
+        results=lambda wildcards, input: " ".join(f"--results {shlex.quote(d)}" for d in input.results),
     threads: config["threads"]
     conda:
         CONDA_ENV
     shell:
-        "unitscope report --results results/dissect {params.options} --workers {threads} --out {output} > {log} 2>&1"
+        "unitscope report {params.results} --provenance {input.provenance} {params.options} --workers {threads} "
+        "--out {output} > {log} 2>&1"

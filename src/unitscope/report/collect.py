@@ -213,6 +213,9 @@ class Collection:
 
 
 def _validate_meta(path: Path, meta: dict) -> None:
+    kind = meta.get("kind", "dissection")  # results written before kinds existed are dissections
+    if kind != "dissection":
+        raise ReportInputError(f"{path}: a result of kind {kind!r}; the report shows dissection results")
     required = ("model", "layer", "units", "categories", "iou_threshold")
     missing = [key for key in required if key not in meta]
     if missing:
@@ -233,10 +236,11 @@ def _run_slug(run: Run) -> str:
     return f"{slugify(run.model)}/{layer}"
 
 
-def collect(roots: Sequence[str | Path]) -> Collection:
-    """Find and validate every result directory below ``roots`` (each holding ``meta.json``)."""
+def collect(roots: Sequence[str | Path], provenance_files: Sequence[str | Path] = ()) -> Collection:
+    """Find and validate every result directory below ``roots`` (each holding ``meta.json``; a root may be one
+    result directory), with the ``provenance.json`` files below them and the ``provenance_files`` given."""
     runs: list[Run] = []
-    provenance: list[tuple[Path, dict]] = []
+    provenance: list[tuple[Path, dict]] = [(Path(p), _read_json(Path(p))) for p in provenance_files]
     seen_dirs: set[Path] = set()
     for root in roots:
         root = Path(root)
@@ -254,7 +258,8 @@ def collect(roots: Sequence[str | Path]) -> Collection:
             _validate_meta(meta_path, meta)
             runs.append(Run(path=meta_path.parent, meta=meta, summary=_read_json(meta_path.parent / "summary.json")))
         for prov_path in sorted(root.rglob("provenance.json")):
-            provenance.append((prov_path, _read_json(prov_path)))
+            if all(prov_path.resolve() != known.resolve() for known, _ in provenance):
+                provenance.append((prov_path, _read_json(prov_path)))
     runs.sort(key=lambda r: (natural_key(r.model), natural_key(r.layer), r.alpha, str(r.path)))
     slugs: dict[str, Run] = {}
     for run in runs:

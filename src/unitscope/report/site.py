@@ -225,8 +225,11 @@ def build_site(
     citation: str | Path | None = None,
     tile_height: int | None = None,
     workers: int | None = None,
+    provenance: Sequence[str | Path] = (),
 ) -> Path:
     """Render the report site for the result directories below ``results`` into ``out``.
+
+    ``provenance``: ``provenance.json`` files to show besides those found below ``results``.
 
     ``tile_height``: pixel height of each image in the strips (default: half the image height, 112 for
     224-px Broden, an exact 2x reduction); ``workers``: strip-rendering processes (default: CPU count).
@@ -234,7 +237,7 @@ def build_site(
     from unitscope.broden.reader import BrodenDataset
 
     out = Path(out)
-    collection = collect(results)
+    collection = collect(results, provenance)
     ref = load_reference(reference) if reference else None
     citation_text = None
     if citation:
