@@ -164,6 +164,8 @@ def test_cache_round_trip_two_shards_equals_unsharded(tmp_path: Path) -> None:
 
     meta = json.loads((tmp_path / "s1" / "bn" / "activations.json").read_text())
     assert meta == {
+        "kind": "activations",
+        "schema_version": 1,
         "model": "tiny",
         "model_spec": "python:tests:tiny",
         "dataset": {"path": "/data", "images": 7},
