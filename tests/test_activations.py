@@ -103,7 +103,7 @@ def test_forward_stops_after_the_last_needed_layer() -> None:
         )
 
 
-def test_module_called_twice_keeps_its_last_output() -> None:
+def test_module_called_twice_is_addressed_per_call() -> None:
     class Twice(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -115,8 +115,12 @@ def test_module_called_twice_keeps_its_last_output() -> None:
 
     model = Twice().eval()
     batches = make_batches()
-    for (_, images), (_, got) in zip(batches, extract_batches(model, ["scale"], batches, "none", CPU), strict=True):
-        torch.testing.assert_close(got["scale"], images.float() / 255 * 2)
+    extracted = extract_batches(model, ["scale:0", "scale:1"], batches, "none", CPU)
+    for (_, images), (_, got) in zip(batches, extracted, strict=True):
+        torch.testing.assert_close(got["scale:0"], images.float() / 255)
+        torch.testing.assert_close(got["scale:1"], images.float() / 255 * 2)
+    with pytest.raises(LayerError, match=r"layer 'scale' is called more than once .* scale:0, scale:1"):
+        list(extract_batches(model, ["scale"], batches, "none", CPU))
 
 
 def test_extract_errors() -> None:

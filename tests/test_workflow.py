@@ -134,6 +134,9 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
         ({"models": {"m": {"spec": "file:missing.pt", "arch": "probecnn", "layers": ["conv1"]}}},
          "models.m.spec`: missing.pt does not exist"),
         ({"models": {"m": {"spec": "python:tests.configs.tiny_model:nope", "layers": ["3"]}}}, "has no callable 'nope'"),
+        ({"models": {"m": {"spec": "efficientnet-lite0", "layers": ["_blocks.4._swish"]}}},
+         "models.m.layers`: layer '_blocks.4._swish' is called more than once per forward pass; name one call: "
+         "_blocks.4._swish:0, _blocks.4._swish:1"),
     ],
 )
 def test_bad_config_fails_naming_the_key(clone: Path, override: dict, key: str) -> None:

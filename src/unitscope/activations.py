@@ -1,6 +1,7 @@
 """Streaming activation extraction (spec §2.2) and the on-disk activation cache (``docs/outputs.md``).
 
-:func:`extract_batches` runs one forward pass per batch with forward hooks on every requested layer.
+:func:`extract_batches` runs one forward pass per batch with a :class:`unitscope.hooks.Trace` on every
+requested layer.
 :class:`ActivationCacheWriter` streams those batches into ``<dir>/<layer>/activations.npy`` (float32,
 ``(N, U, h, w)``), and :func:`read_cache_batches` reads one or several shard caches back in image
 order, a batch at a time.
@@ -21,8 +22,8 @@ import torch
 from numpy.lib.format import open_memmap
 from torch import nn
 
-from unitscope.models import normalizer, resolve_layers
-from unitscope.models.layers import LayerError
+from unitscope.hooks import LayerError, Trace
+from unitscope.models import normalizer
 from unitscope.results import write_json
 
 ARRAY_NAME = "activations.npy"
@@ -30,24 +31,6 @@ META_NAME = "activations.json"
 #: ``kind`` and ``schema_version`` of an activation cache's ``activations.json`` (docs/outputs.md).
 KIND = "activations"
 SCHEMA_VERSION = 1
-
-
-class _StopForward(Exception):
-    """Raised inside a hook once every requested layer has its output: the rest of the forward is skipped."""
-
-
-def _as_maps(name: str, output: object) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor):
-        raise LayerError(
-            f"layer {name!r} returns {type(output).__name__}, not a tensor; choose one of its submodules "
-            "(see `unitscope layers SPEC`)"
-        )
-    if output.ndim == 2:
-        output = output[:, :, None, None]
-    if output.ndim != 4:
-        raise LayerError(f"layer {name!r} outputs shape {tuple(output.shape)}; expected (B, C, h, w) or (B, C)")
-    # A copy: later in-place operations (ReLU(inplace=True), residual +=) would change the hooked tensor.
-    return output.to(torch.float32, copy=True)
 
 
 def extract_batches(
@@ -59,47 +42,26 @@ def extract_batches(
 ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Yield ``(indices, {layer: float32 (B, U, h, w) on device})`` for each ``(indices, uint8 images)`` batch.
 
-    One forward pass per batch serves every layer. A layer whose output is ``(B, C)`` gives 1×1 maps. A
-    module called several times in one forward keeps its last output. After the first batch (which
-    records how often each hooked module runs), the forward pass stops as soon as every layer is
-    captured, so shallow layers do not pay for the rest of the network.
+    One forward pass per batch serves every layer (a :class:`unitscope.hooks.Trace`). A layer whose output is
+    ``(B, C)`` gives 1×1 maps; a module called several times per forward is addressed per call
+    (``name:N``). After the first batch the forward pass stops as soon as every layer is captured, so
+    shallow layers do not pay for the rest of the network.
     """
     layers = list(dict.fromkeys(layers))
-    modules = resolve_layers(model, layers)
     model.eval().to(device)
     to_input = normalizer(normalize)
-    captured: dict[str, torch.Tensor] = {}
-    calls: dict[str, int] = {}
-    expected_calls: dict[str, int] | None = None  # per layer, learned on the first batch
+    with Trace(model, layers, stop=True) as trace, torch.inference_mode():
+        for indices, images in batches:
+            outputs = trace(to_input(images.to(device, non_blocking=True)))
+            yield indices, {name: _as_maps(name, outputs[name]) for name in layers}
 
-    def hook_for(name: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            captured[name] = _as_maps(name, output)
-            calls[name] = calls.get(name, 0) + 1
-            if expected_calls is not None and calls == expected_calls:
-                raise _StopForward
 
-        return hook
-
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in zip(layers, modules, strict=True)]
-    try:
-        with torch.inference_mode():
-            for indices, images in batches:
-                captured.clear()
-                calls.clear()
-                try:
-                    model(to_input(images.to(device, non_blocking=True)))
-                except _StopForward:
-                    pass
-                if expected_calls is None:
-                    expected_calls = dict(calls)
-                missing = [name for name in layers if name not in captured]
-                if missing:
-                    raise LayerError(f"layers {', '.join(missing)} did not run in the model's forward pass")
-                yield indices, {name: captured[name] for name in layers}
-    finally:
-        for handle in handles:
-            handle.remove()
+def _as_maps(name: str, output: torch.Tensor) -> torch.Tensor:
+    if output.ndim == 2:
+        output = output[:, :, None, None]
+    if output.ndim != 4:
+        raise LayerError(f"layer {name!r} outputs shape {tuple(output.shape)}; expected (B, C, h, w) or (B, C)")
+    return output
 
 
 class ActivationCacheWriter:

@@ -35,12 +35,22 @@ def config_problems(config: Mapping) -> list[tuple[str, str]]:
         if dataset.get("zip") and not Path(dataset["zip"]).is_file():
             problems.append((f"datasets.{name}.zip", f"{dataset['zip']} does not exist"))
     for name, entry in config.get("models", {}).items():
-        problems += _model_problems(name, entry)
+        problems += _model_problems(name, entry, _image_size(config, entry))
     return problems
 
 
-def _model_problems(name: str, entry: Mapping) -> list[tuple[str, str]]:
-    from unitscope.models import LayerError, resolve_layers
+def _image_size(config: Mapping, entry: Mapping) -> int:
+    """The side of the images a model is dissected on, where the config says it (else 224)."""
+    datasets = config.get("datasets", {})
+    name = entry.get("dataset") or (next(iter(datasets)) if len(datasets) == 1 else None)
+    dataset = datasets.get(name, {})
+    return int(dataset.get("size") or dataset.get("variant") or 224)
+
+
+def _model_problems(name: str, entry: Mapping, image_size: int) -> list[tuple[str, str]]:
+    import torch
+
+    from unitscope.hooks import LayerError, Trace, resolve_layers
 
     spec, arch = entry["spec"], entry.get("arch")
     key = f"models.{name}.spec"
@@ -59,6 +69,12 @@ def _model_problems(name: str, entry: Mapping) -> list[tuple[str, str]]:
         return [(key, str(error))]
     try:
         resolve_layers(module, entry["layers"])
+        device = next((p.device for p in module.parameters()), torch.device("cpu"))
+        try:  # one forward pass (free on the meta device) finds layers called several times, or not at all
+            with Trace(module.eval(), entry["layers"]) as trace, torch.inference_mode():
+                trace(torch.zeros(1, 3, image_size, image_size, device=device))
+        except (RuntimeError, NotImplementedError):
+            pass  # an operation the meta device lacks, or an input size the model refuses: its first job will tell
     except LayerError as error:
         return [(f"models.{name}.layers", str(error))]
     return []

@@ -7,7 +7,8 @@ torchvision, Places365, EfficientNet-Lite0 and ProbeCNN models.
 from __future__ import annotations
 
 from unitscope.models import places365, probecnn, zoo  # noqa: F401  (registration side effects)
-from unitscope.models.layers import LayerError, layer_shapes, resolve_layers
+from unitscope.hooks import LayerError, resolve_layers
+from unitscope.models.layers import layer_shapes
 from unitscope.models.normalize import normalizer
 from unitscope.options import NORMALIZATIONS
 from unitscope.models.registry import (

@@ -1,47 +1,24 @@
-"""Find layers by dotted name and list every layer's output shape."""
+"""List every layer of a model with its output shape (``unitscope layers``)."""
 
 from __future__ import annotations
-
-import difflib
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 
-class LayerError(ValueError):
-    """A layer name that the model does not have, or whose output cannot be dissected."""
-
-
-def resolve_layers(module: nn.Module, names: Sequence[str]) -> list[nn.Module]:
-    """The submodules with the given dotted names (``layer4``, ``features.10``), in order."""
-    modules = dict(module.named_modules())
-    found = []
-    for name in names:
-        if not name or name not in modules:
-            candidates = [n for n in modules if n]
-            close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise LayerError(
-                f"model {type(module).__name__} has no layer {name!r}.{hint} "
-                "List the layers with `unitscope layers SPEC`."
-            )
-        found.append(modules[name])
-    return found
-
-
 def layer_shapes(module: nn.Module, image_size: tuple[int, int] = (224, 224)) -> list[tuple[str, tuple[int, ...]]]:
-    """Every named submodule's output shape for one image, in ``named_modules`` order.
+    """Every layer's output shape for one image, in ``named_modules`` order.
 
-    One forward pass of a zero image on the module's device. Submodules whose output is not a tensor
-    are left out; a submodule called several times reports its last call (as extraction keeps it).
+    One forward pass of a zero image on the module's device. A module called several times in the pass is
+    listed once per call, as ``name:0``, ``name:1``, ... (the names :class:`unitscope.hooks.Trace` takes);
+    submodules whose output is not a tensor are left out.
     """
-    shapes: dict[str, tuple[int, ...]] = {}
+    shapes: dict[str, list[tuple[int, ...] | None]] = {}
 
     def record(name: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            if isinstance(output, torch.Tensor):
-                shapes[name] = tuple(output.shape[1:])
+            shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None
+            shapes.setdefault(name, []).append(shape)
 
         return hook
 
@@ -57,4 +34,10 @@ def layer_shapes(module: nn.Module, image_size: tuple[int, int] = (224, 224)) ->
         module.train(was_training)
         for handle in handles:
             handle.remove()
-    return [(name, shapes[name]) for name, _ in named if name in shapes]
+    listed = []
+    for name, _ in named:
+        calls = shapes.get(name, [])
+        for call, shape in enumerate(calls):
+            if shape is not None:
+                listed.append((name if len(calls) == 1 else f"{name}:{call}", shape))
+    return listed
