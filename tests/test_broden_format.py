@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from realdata import real_data
 from unitscope.broden.format import decode_labels, encode_labels, format_cell, parse_cell, split_of
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def test_parse_cell_mixes_filenames_and_label_numbers() -> None:
@@ -33,9 +32,6 @@ def test_label_png_encoding_is_r_plus_256_g() -> None:
 
 
 def test_split_rule_reproduces_the_real_broden_index() -> None:
-    index = SHARED / "realdata" / "broden-meta" / "index_ade20k.csv"
-    if not index.exists():
-        pytest.skip("shared real data not available")
-    rows = pd.read_csv(index, usecols=["image", "split"])
-    assert len(rows) == 22210
+    rows = pd.read_csv(real_data("broden-meta/index_ade20k_slice.csv"), usecols=["image", "split"])
+    assert len(rows) == 2224 and set(rows["split"]) == {"train", "val"}  # tests/data/broden-meta/SOURCE.md
     assert (rows["image"].map(split_of) == rows["split"]).all()

@@ -14,13 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from realdata import real_data
 from unitscope.broden.format import CATEGORIES, encode_labels
 from unitscope.broden.loaders import image_loader, segmentation_loader
 from unitscope.broden.reader import BrodenDataset, BrodenFormatError
 from unitscope.broden.writer import BrodenWriter
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-META = SHARED / "realdata" / "broden-meta"
 
 IMAGE_SIZE, LABEL_SIZE = 24, 12
 #: Label numbers used per category; 4 is an object and a part, 5 an object and a material.
@@ -295,13 +294,12 @@ REAL_IMAGES = (  # real index rows: 3 part layers + scene 456; scene 83; scene "
 @pytest.fixture(scope="module")
 def real_format(tmp_path_factory) -> tuple[Path, list[dict[str, str]], Counter]:
     """The real metadata plus real ADE20K index rows whose images and masks are synthesized."""
-    if not META.is_dir():
-        pytest.skip(f"{META} is absent")
+    meta = real_data("broden-meta")
     root = tmp_path_factory.mktemp("real") / "broden1_224"
     (root / "images").mkdir(parents=True)
     for name in ["label.csv", "category.csv", *(f"c_{c}.csv" for c in CATEGORIES)]:
-        shutil.copy(META / name, root / name)
-    with open(META / "index_ade20k.csv", newline="") as f:
+        shutil.copy(meta / name, root / name)
+    with open(meta / "index_ade20k_slice.csv", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames
         rows = [row for row in reader if row["image"] in REAL_IMAGES]
@@ -311,7 +309,7 @@ def real_format(tmp_path_factory) -> tuple[Path, list[dict[str, str]], Counter]:
         writer.writeheader()
         writer.writerows(rows)
     rng = np.random.default_rng(1)
-    members = {c: [int(r["number"]) for r in _read_rows(META / f"c_{c}.csv")] for c in CATEGORIES}
+    members = {c: [int(r["number"]) for r in _read_rows(meta / f"c_{c}.csv")] for c in CATEGORIES}
     truth: Counter = Counter()
     for row in rows:
         (root / "images" / row["image"]).parent.mkdir(parents=True, exist_ok=True)

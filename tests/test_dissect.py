@@ -19,7 +19,7 @@ from test_tally import tally_reference
 from unitscope.broden.reader import BrodenDataset
 from unitscope.broden.writer import BrodenWriter
 from unitscope.cli import main
-from unitscope.dissect import DissectError, DissectSettings, dissect, merge, run_tally_stage, run_topk_stage
+from unitscope.dissect import DissectError, DissectSettings, Rotation, dissect, merge, run_tally_stage, run_topk_stage
 from unitscope.options import Shard
 from unitscope.probe.generate import generate
 from unitscope.rotation import rotation_matrix
@@ -313,6 +313,67 @@ def test_cli_dissect_from_activation_cache_and_rotation_identity(dataset, tmp_pa
     assert sorted(source) == list(range(6))
     thresholds = _read(tmp_path / "model" / "mixed", "thresholds.csv")["threshold"].to_numpy()
     np.testing.assert_array_equal(_read(tmp_path / "perm" / "mixed", "thresholds.csv")["threshold"], thresholds[source])
+
+
+def test_cache_guards(dataset, tmp_path) -> None:
+    """A cache is only read with the dataset, categories and rows it was extracted from."""
+    runner = CliRunner()
+    extract = ["extract", "--dataset", str(dataset.root), "--model", "python:test_dissect:DyadicNet", "--normalize",
+               "none", "--layer", "mixed", "--batch-size", "4", "--device", "cpu"]
+    assert runner.invoke(main, [*extract, "--out", str(tmp_path / "cache")]).exit_code == 0
+    assert runner.invoke(main, [*extract, "--max-images", "5", "--out", str(tmp_path / "cache5")]).exit_code == 0
+    other = make_dataset(tmp_path / "other", images=16)  # another index.csv
+
+    def dissect_cli(data, cache, *extra):
+        return runner.invoke(main, ["dissect", "--dataset", str(data), "--activations", str(cache), "--layer",
+                                    "mixed", "--out", str(tmp_path / "out"), *extra])
+
+    cases = [
+        (dissect_cli(other.root, tmp_path / "cache"), "was extracted from another dataset (index.csv checksum differs)"),
+        (dissect_cli(dataset.root, tmp_path / "cache", "--categories", "object"), "was extracted with --categories"),
+        (dissect_cli(dataset.root, tmp_path / "cache5"), "the activations cover 5 of the 14 images"),
+        (dissect_cli(dataset.root, tmp_path / "cache", "--layer", "coarse"), "has no layer 'coarse'"),
+    ]
+    for result, message in cases:
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_netdissect_level_end_to_end(dataset, tmp_path) -> None:
+    """`--netdissect-level`: every unit's threshold is numpy's quantile of all its activations at NetDissect's
+    effective level 0.994995, recorded in meta.json."""
+    from unitscope.thresholds import NETDISSECT_LEVEL
+
+    result = CliRunner().invoke(main, ["dissect", "--dataset", str(dataset.root), "--model",
+                                       "python:test_dissect:DyadicNet", "--normalize", "none", "--layer", "mixed",
+                                       "--netdissect-level", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    acts = reference_activations(dataset, DyadicNet())["mixed"]
+    per_unit = acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)
+    expected = np.array([np.quantile(row, NETDISSECT_LEVEL) for row in per_unit], dtype=np.float32)
+    got = _read(tmp_path / "out" / "mixed", "thresholds.csv")["threshold"].to_numpy(np.float32)
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(expected, np.array([np.quantile(row, 0.995) for row in per_unit], dtype=np.float32))
+    meta = json.loads((tmp_path / "out" / "mixed" / "meta.json").read_text())
+    assert meta["quantile_level"] == NETDISSECT_LEVEL and meta["quantile"] == pytest.approx(1 - NETDISSECT_LEVEL)
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.7])
+def test_partial_rotation_equals_dissecting_a_model_whose_layer_is_rotated(dataset, tmp_path, alpha) -> None:
+    """0 < α < 1 end to end: `--rotation-alpha α` gives the files of the unrotated dissection of a model whose
+    layer output is multiplied by P·Q^α (a hooks.rotate edit on that layer)."""
+    from unitscope.hooks import rotate
+
+    model = DyadicNet()
+    dissect(dataset, model, ["mixed"], tmp_path / "rotated", _settings(rotation=Rotation(alpha, 1)))
+    matrix = torch.tensor(rotation_matrix(6, alpha, 1), dtype=torch.float32)
+    edit = rotate(matrix)
+    wrapped = DyadicNet()
+    wrapped.mixed.register_forward_hook(lambda module, inputs, output: edit(output))
+    dissect(dataset, wrapped, ["mixed"], tmp_path / "wrapped", _settings())
+    for name in ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "summary.json", "top_maps.npy"):
+        assert (tmp_path / "rotated" / "mixed" / name).read_bytes() == (tmp_path / "wrapped" / "mixed" / name).read_bytes(), name
+    assert not np.allclose(matrix.numpy(), np.eye(6)) and not np.allclose(np.abs(matrix.numpy()), np.eye(6))
 
 
 @pytest.mark.parametrize(

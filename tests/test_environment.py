@@ -87,3 +87,15 @@ def test_stale_scratch_of_a_dead_process_is_removed(tmp_path: Path, capsys) -> N
     assert remove_stale(tmp_path) == [stale]
     assert not stale.exists() and alive.exists() and other_host.exists()
     assert f"removing {stale}, left behind by an interrupted run" in capsys.readouterr().err
+
+
+def test_missing_real_data_skips_locally_and_fails_in_ci(monkeypatch) -> None:
+    from realdata import real_data
+
+    assert real_data("sanity-images/cat.jpg").is_file()  # vendored: found on any clone
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no/such/file is neither in tests/data/"):
+        real_data("no/such/file")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI runs every real-data test"):
+        real_data("no/such/file")

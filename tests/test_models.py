@@ -12,6 +12,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from realdata import real_data
 from unitscope.models import (
     LayerError,
     ModelSpecError,
@@ -23,8 +24,6 @@ from unitscope.models import (
 from unitscope.models.places365 import _rename_densenet
 from unitscope.models.probecnn import ProbeCNN
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SANITY = SHARED / "realdata" / "sanity-images"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -206,7 +205,6 @@ def _center_crop(path: Path) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None]
 
 
-@pytest.mark.skipif(not SANITY.is_dir(), reason="shared real data not available")
 def test_efficientnet_lite0_imagenet_classifies_real_photos() -> None:
     # Expected classes from sanity-images/SOURCE.md and efficientnet-lite0-imagenet/SOURCE.md.
     model = load_model("efficientnet-lite0@imagenet").module
@@ -219,7 +217,7 @@ def test_efficientnet_lite0_imagenet_classifies_real_photos() -> None:
     }
     with torch.inference_mode():
         for name, classes in expected.items():
-            probabilities = model(to_input(_center_crop(SANITY / name))).softmax(1)[0]
+            probabilities = model(to_input(_center_crop(real_data(f"sanity-images/{name}")))).softmax(1)[0]
             assert int(probabilities.argmax()) in classes, name
             if name == "spider.png":  # published: 73 barn spider (0.67)
                 assert int(probabilities.argmax()) == 73

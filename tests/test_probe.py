@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageCms
 
+from realdata import real_data
 from unitscope.broden.format import CATEGORIES, split_of
 from unitscope.broden.reader import BrodenDataset
 from unitscope.cli import main
@@ -20,7 +21,6 @@ from unitscope.probe.colornames import PROTOTYPES
 from unitscope.probe.generate import generate
 from unitscope.probe.vocabulary import NUMBER, SCENE_CLASSES, SCENE_SOURCE, TEXTURE_SOURCE, VOCABULARY
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED = 7
 
 
@@ -106,10 +106,7 @@ def test_concepts_cover_all_six_categories(probe_224: Path) -> None:
 
 
 def test_names_are_real_broden_labels_of_their_category() -> None:
-    label_csv = SHARED / "realdata" / "broden-meta" / "label.csv"
-    if not label_csv.exists():
-        pytest.skip("real Broden metadata not available")
-    real = pd.read_csv(label_csv).set_index("name")["category"]
+    real = pd.read_csv(real_data("broden-meta/label.csv")).set_index("name")["category"]
     for category, names in VOCABULARY:
         for name in names:
             assert f"{category}(" in real[name], (category, name)

@@ -9,11 +9,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from realdata import real_data
 from unitscope.cli import main
 from unitscope.summary import TallyFormatError, display_name, read_tally, summarize, tally_categories
 
-RELEASED = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "netdissect-released-results"
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "netdissect-reference-results"
 
 # unit: (top category, top label, score), then per category (label, iou); categories deliberately not
 # in category.csv order. Unit 3's object IoU is exactly the threshold (not a detector by the strict test).
@@ -162,10 +161,8 @@ PAPER_ORDER = ["object", "part", "scene", "material", "texture", "color"]
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_released_tables_reproduce_published_numbers(name):
-    if not RELEASED.is_dir():
-        pytest.skip(f"{RELEASED} not present")
     detectors, top_unique, per_category_unique, k_detectors, k_unique, top_k_unique = PUBLISHED[name]
-    tally = read_tally(RELEASED / name)
+    tally = read_tally(real_data(f"netdissect-released-results/{name}"))
     assert tally_categories(tally) == ["object", "color", "material", "scene", "texture", "part"]  # not file order
     summary = summarize(tally, categories=PAPER_ORDER)
     assert summary["detectors"] == detectors
@@ -180,12 +177,10 @@ def test_released_tables_reproduce_published_numbers(name):
 
 
 def test_reads_netdissect_lite_tables():
-    if not REFERENCE.is_dir():
-        pytest.skip(f"{REFERENCE} not present")
-    lite = read_tally(REFERENCE / "clipdissect_resnet18_places365_layer4.csv")
+    lite = read_tally(real_data("netdissect-reference-results/clipdissect_resnet18_places365_layer4.csv"))
     assert tally_categories(lite) == ["color", "object", "part", "material", "scene", "texture"]
     assert len(lite) == 512 and lite["unit"].min() == 1 and lite["unit"].max() == 512
-    object_only = read_tally(REFERENCE / "netdissecteval_resnet18_places365_layer4_object_tally.csv")
+    object_only = read_tally(real_data("netdissect-reference-results/netdissecteval_resnet18_places365_layer4_object_tally.csv"))
     assert tally_categories(object_only) == ["object"]
     assert object_only["score"].max() == pytest.approx(0.02705, abs=1e-5)
     assert summarize(object_only)["detectors"] == 0
