@@ -21,13 +21,9 @@ import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# Run the `unitscope` that belongs to the Python running Snakemake (a venv need not be activated);
-# a conda env activated by `--sdm conda` is prepended later and wins.
-_BIN = Path(sys.executable).parent
-if (_BIN / "unitscope").exists():
-    os.environ["PATH"] = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-# `python:MODULE:CALLABLE` specs import from the working directory too (as `python -m` would).
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+from unitscope.pipeline import prepare_job_environment
+
+prepare_job_environment(os.getcwd())  # this Python's `unitscope` first on PATH, the working directory on PYTHONPATH
 
 
 def config_error(key: str, message: str) -> WorkflowError:
