@@ -20,7 +20,7 @@ from unitscope.broden.reader import BrodenDataset
 from unitscope.broden.writer import BrodenWriter
 from unitscope.cli import main
 from unitscope.dissect import DissectError, DissectSettings, Rotation, dissect, merge, run_tally_stage, run_topk_stage
-from unitscope.options import Shard
+from unitscope.settings import Shard
 from unitscope.probe.generate import generate
 from unitscope.rotation import rotation_matrix
 

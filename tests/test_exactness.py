@@ -20,7 +20,7 @@ from unitscope.activations import extract_batches
 from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect import DissectSettings, Rotation, dissect, merge, run_tally_stage, run_topk_stage
 from unitscope.models import load_model
-from unitscope.options import Shard
+from unitscope.settings import Shard
 from unitscope.probe.generate import generate
 
 FILES = ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "summary.json", "top_maps.npy")

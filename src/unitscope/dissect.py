@@ -28,7 +28,7 @@ import json
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from unitscope.activations import ActivationCacheWriter, extract_batches, read_c
 from unitscope.broden.loaders import image_loader, segmentation_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.models import LoadedModel, load_model, normalizer, resolve_layers
-from unitscope.options import PRESENCE_RULES, Shard, resolve_device
+from unitscope.settings import DissectError, DissectSettings, Rotation, Shard, resolve_device
 from unitscope.progress import progress
 from unitscope.results import (
     iou_table,
@@ -59,69 +59,13 @@ from unitscope.rotation import rotate_activations, rotation_matrix
 from unitscope.staging import make_scratch
 from unitscope.summary import summarize
 from unitscope.tally import Tally, TallyCounts
-from unitscope.thresholds import NETDISSECT_LEVEL, TopImages, TopK, required_k
+from unitscope.thresholds import TopImages, TopK, required_k
 
 PART_FILE = "part.json"
 THRESHOLDS_FILE = "thresholds.json"
 #: ``kind`` and ``schema_version`` of a dissection's ``meta.json`` (docs/outputs.md).
 KIND = "dissection"
 SCHEMA_VERSION = 1
-
-
-class DissectError(ValueError):
-    """Bad input to a dissection (unknown layer, bad option, inconsistent parts); the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Rotation:
-    """Random change of basis applied to every activation batch (spec §3)."""
-
-    alpha: float
-    seed: int
-    unpermute: bool = True
-
-
-@dataclass(frozen=True)
-class DissectSettings:
-    """Everything that determines a dissection's numbers (and is recorded in ``meta.json``)."""
-
-    quantile: float = 0.005
-    netdissect_level: bool = False
-    iou_threshold: float = 0.04
-    presence: str = "image"
-    top_k: int = 10
-    batch_size: int = 32
-    device: str = "cpu"
-    workers: int = 0  # DataLoader processes decoding images and label maps; changes no number
-    normalize: str | None = None  # None: the model's default
-    max_images: int | None = None
-    rotation: Rotation | None = None
-    name: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def level(self) -> float:
-        """The quantile level of the threshold: ``1 - quantile``, or NetDissect's 0.994995."""
-        return NETDISSECT_LEVEL if self.netdissect_level else 1.0 - self.quantile
-
-    def validate(self) -> None:
-        if not 0.0 < self.quantile < 1.0:
-            raise DissectError(f"--quantile must lie strictly between 0 and 1, got {self.quantile}")
-        if self.presence not in PRESENCE_RULES:
-            raise DissectError(f"--presence must be one of {', '.join(PRESENCE_RULES)}, got {self.presence!r}")
-        for option, value in (("--top-k", self.top_k), ("--batch-size", self.batch_size)):
-            if value < 1:
-                raise DissectError(f"{option} must be at least 1, got {value}")
-        if self.workers < 0:
-            raise DissectError(f"--workers must be at least 0, got {self.workers}")
-        if self.max_images is not None and self.max_images < 1:
-            raise DissectError(f"--max-images must be at least 1, got {self.max_images}")
-        if self.rotation is not None and not 0.0 <= self.rotation.alpha <= 1.0:
-            raise DissectError(f"--rotation-alpha must lie in [0, 1], got {self.rotation.alpha}")
-        try:
-            resolve_device(str(self.device))
-        except ValueError as error:
-            raise DissectError(f"--device: {error}") from None
 
 
 Source = LoadedModel | nn.Module | str | Sequence[Path]

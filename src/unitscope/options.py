@@ -1,76 +1,15 @@
-"""Options shared by the commands that run models: device choice and image shards."""
+"""click options shared by the commands that run models (device, shards, workers, ...); values from ``unitscope.settings``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
 
+from unitscope.settings import NORMALIZATIONS, Shard, parse_shard, resolve_device
+
 if TYPE_CHECKING:
     import torch
-
-DEVICES = ("auto", "cpu", "cuda")
-#: Defaults of ``unitscope train-probecnn``: SGD steps and images per step.
-TRAIN_ITERATIONS = 128
-TRAIN_BATCH_SIZE = 32
-#: Presence rules of the category-conditional activation count (implemented in ``unitscope.tally``).
-PRESENCE_RULES = ("image", "mask")
-#: Input normalisations a model can be given (implemented in ``unitscope.models.normalize``).
-NORMALIZATIONS = ("imagenet", "caffe", "none")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error; ``cuda:N`` is accepted."""
-    import torch  # deferred: the CLI should start without loading torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
-        return torch.device(name)
-    raise ValueError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` (0-based) of ``count`` contiguous image ranges."""
-
-    index: int
-    count: int
-
-    def range(self, n_images: int, align: int = 1) -> range:
-        """Images ``index·N//count … (index+1)·N//count``, each boundary rounded down to a multiple of ``align``:
-        contiguous, disjoint, covering ``0…N``.
-
-        With ``align`` = the batch size, a shard's batches are exactly the unsharded run's batches, so the
-        forward pass sees the same images together and gives the same float bits (docs/engine.md, Exactness).
-        """
-        if align < 1:
-            raise ValueError(f"shard alignment must be at least 1, got {align}")
-
-        def boundary(i: int) -> int:
-            return n_images if i == self.count else i * n_images // self.count // align * align
-
-        return range(boundary(self.index), boundary(self.index + 1))
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-def parse_shard(text: str) -> Shard:
-    """Parse ``I/N`` (0 ≤ I < N)."""
-    index, sep, count = text.partition("/")
-    try:
-        shard = Shard(int(index), int(count))
-    except ValueError:
-        shard = None
-    if not sep or shard is None or not 0 <= shard.index < shard.count:
-        raise ValueError(f"shard {text!r} must be I/N with 0 <= I < N, e.g. 0/4")
-    return shard
 
 
 class ShardType(click.ParamType):

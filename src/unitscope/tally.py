@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from unitscope.broden.loaders import SegmentationBatch
-from unitscope.options import PRESENCE_RULES
+from unitscope.settings import PRESENCE_RULES
 
 
 

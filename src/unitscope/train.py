@@ -21,7 +21,7 @@ from unitscope.broden.loaders import image_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.models.normalize import normalizer
 from unitscope.models.probecnn import ProbeCNN
-from unitscope.options import TRAIN_BATCH_SIZE, TRAIN_ITERATIONS
+from unitscope.settings import TRAIN_BATCH_SIZE, TRAIN_ITERATIONS
 from unitscope.progress import progress
 from unitscope.results import write_atomic, write_json
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 
 from unitscope.options import (
-    PRESENCE_RULES,
     categories_option,
     device_option,
     normalize_option,
     shard_option,
     workers_option,
 )
+from unitscope.settings import DISSECT_DEFAULTS, PRESENCE_RULES
 
 
 
@@ -38,18 +38,20 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Results: a directory per layer.")
 @click.option("--quantile", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Top activation quantile α defining T_u  [default: 0.005].")
+              help=f"Top activation quantile α defining T_u  [default: {DISSECT_DEFAULTS.quantile}].")
 @click.option("--netdissect-level", is_flag=True, help="Use NetDissect's effective level 0.994995 instead of 1 − α.")
-@click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.04, show_default=True,
+@click.option("--iou-threshold", type=click.FloatRange(0, 1), default=DISSECT_DEFAULTS.iou_threshold, show_default=True,
               help="A unit is a detector when its best IoU exceeds this.")
-@click.option("--presence", type=click.Choice(PRESENCE_RULES), default="image", show_default=True,
+@click.option("--presence", type=click.Choice(PRESENCE_RULES), default=DISSECT_DEFAULTS.presence, show_default=True,
               help="Category presence rule of the union: image (original NetDissect) or mask (NetDissect-Lite).")
 @categories_option
-@click.option("--top-k", type=click.IntRange(1), default=10, show_default=True, help="Top images kept per unit.")
+@click.option("--top-k", type=click.IntRange(1), default=DISSECT_DEFAULTS.top_k, show_default=True,
+              help="Top images kept per unit.")
 @click.option("--rotation-alpha", type=click.FloatRange(0, 1), default=None, help="Rotate the basis by Q^alpha.")
 @click.option("--rotation-seed", type=int, default=None, help="Seed of the random rotation Q.")
 @click.option("--no-unpermute", is_flag=True, help="Do not un-permute the rotation.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=DISSECT_DEFAULTS.batch_size, show_default=True,
+              help="Images per forward pass; shards split at its multiples (docs/engine.md, Exactness).")
 @device_option
 @workers_option
 @click.option("--max-images", type=click.IntRange(1), default=None, help="Dissect only the first N images.")
@@ -93,7 +95,7 @@ def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, ne
         if rotation_alpha is not None:
             rotation = engine.Rotation(rotation_alpha, rotation_seed, unpermute=not no_unpermute)
         settings = engine.DissectSettings(
-            quantile=engine.DissectSettings.quantile if quantile is None else quantile, netdissect_level=netdissect_level,
+            quantile=DISSECT_DEFAULTS.quantile if quantile is None else quantile, netdissect_level=netdissect_level,
             iou_threshold=iou_threshold, presence=presence, top_k=top_k, batch_size=batch_size, device=str(device),
             workers=workers,
             normalize=normalize, max_images=max_images, rotation=rotation, name=name, tags=tag_values,

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING
 import click
 
 from unitscope.options import (
-    TRAIN_BATCH_SIZE,
-    TRAIN_ITERATIONS,
     categories_option,
     device_option,
     normalize_option,
     shard_option,
     workers_option,
 )
+from unitscope.settings import DISSECT_DEFAULTS, TRAIN_BATCH_SIZE, TRAIN_ITERATIONS
 
 if TYPE_CHECKING:
     from unitscope.models import LoadedModel
@@ -66,7 +65,8 @@ def layers(spec: str, arch: str | None, image_size: int) -> None:
 @click.option("--layer", "layer_names", multiple=True, required=True, help="Dotted layer name; repeat for several.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Cache directory.")
 @shard_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DISSECT_DEFAULTS.batch_size, show_default=True,
+              help="Images per forward pass; shards split at its multiples (docs/engine.md, Exactness).")
 @device_option
 @workers_option
 @normalize_option

@@ -6,17 +6,19 @@ from pathlib import Path
 
 import click
 
+from unitscope.probe import DEFAULT_IMAGES, DEFAULT_SIZE, MIN_SIZE
+
 
 @click.command("probe-dataset")
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="New directory for the dataset (must not exist)."
 )
-@click.option("--images", default=2000, show_default=True, type=click.IntRange(min=1), help="Number of images.")
+@click.option("--images", default=DEFAULT_IMAGES, show_default=True, type=click.IntRange(min=1), help="Number of images.")
 @click.option(
     "--size",
-    default=224,
+    default=DEFAULT_SIZE,
     show_default=True,
-    type=click.IntRange(min=32),
+    type=click.IntRange(min=MIN_SIZE),
     help="Image size in pixels (label maps are half).",
 )
 @click.option(

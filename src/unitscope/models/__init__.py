@@ -10,7 +10,7 @@ from unitscope.models import places365, probecnn, zoo  # noqa: F401  (registrati
 from unitscope.hooks import LayerError, resolve_layers
 from unitscope.models.layers import layer_shapes
 from unitscope.models.normalize import normalizer
-from unitscope.options import NORMALIZATIONS
+from unitscope.settings import NORMALIZATIONS
 from unitscope.models.registry import (
     SPEC_FORMS,
     LoadedModel,

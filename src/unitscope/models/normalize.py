@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from unitscope.options import NORMALIZATIONS
+from unitscope.settings import NORMALIZATIONS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -21,6 +21,7 @@ from unitscope.probe.canvas import Canvas
 from unitscope.probe.colornames import color_layer
 from unitscope.probe.scenes import SCENES
 from unitscope.probe.textures import texture_image
+from unitscope.probe import DEFAULT_SIZE, MIN_SIZE
 from unitscope.progress import progress
 from unitscope.probe.vocabulary import NAMES, NUMBER, SCENE_CLASSES, SCENE_SOURCE, TEXTURE_SOURCE, TEXTURES
 
@@ -30,7 +31,6 @@ GENERATOR = "unitscope.probe"
 GENERATOR_VERSION = 3
 #: Fraction of the images that are DTD-like texture samples (colour + texture labels only).
 TEXTURE_FRACTION = 0.15
-MIN_SIZE = 32
 
 
 @dataclass
@@ -90,7 +90,9 @@ def _draw(args: tuple[ImageEncoder, int, int, int]) -> EncodedImage:
     return encoder.encode(probe.source, probe.stem, probe.image, probe.pixel_layers, probe.image_labels)
 
 
-def generate(out: str | Path, images: int, size: int = 224, seed: int = 0, workers: int | None = None) -> Path:
+def generate(
+    out: str | Path, images: int, size: int = DEFAULT_SIZE, seed: int = 0, workers: int | None = None
+) -> Path:
     """Write ``images`` probe images of ``size`` pixels to the new Broden directory ``out``; return it.
 
     ``workers`` processes draw in parallel (default: all CPUs; 1 draws in this process).

@@ -1,0 +1,136 @@
+"""Settings of the engine, with every default and limit in one place: the library, the command line and the
+workflow's config schema take them from here (``tests/test_settings.py`` compares them). No heavy imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+#: Defaults of ``unitscope train-probecnn``: SGD steps and images per step.
+TRAIN_ITERATIONS = 128
+TRAIN_BATCH_SIZE = 32
+#: Presence rules of the category-conditional activation count (implemented in ``unitscope.tally``).
+PRESENCE_RULES = ("image", "mask")
+#: Input normalisations a model can be given (implemented in ``unitscope.models.normalize``).
+NORMALIZATIONS = ("imagenet", "caffe", "none")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error; ``cuda:N`` is accepted."""
+    import torch  # deferred: the CLI should start without loading torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
+        return torch.device(name)
+    raise ValueError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` (0-based) of ``count`` contiguous image ranges."""
+
+    index: int
+    count: int
+
+    def range(self, n_images: int, align: int = 1) -> range:
+        """Images ``index·N//count … (index+1)·N//count``, each boundary rounded down to a multiple of ``align``:
+        contiguous, disjoint, covering ``0…N``.
+
+        With ``align`` = the batch size, a shard's batches are exactly the unsharded run's batches, so the
+        forward pass sees the same images together and gives the same float bits (docs/engine.md, Exactness).
+        """
+        if align < 1:
+            raise ValueError(f"shard alignment must be at least 1, got {align}")
+
+        def boundary(i: int) -> int:
+            return n_images if i == self.count else i * n_images // self.count // align * align
+
+        return range(boundary(self.index), boundary(self.index + 1))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """Parse ``I/N`` (0 ≤ I < N)."""
+    index, sep, count = text.partition("/")
+    try:
+        shard = Shard(int(index), int(count))
+    except ValueError:
+        shard = None
+    if not sep or shard is None or not 0 <= shard.index < shard.count:
+        raise ValueError(f"shard {text!r} must be I/N with 0 <= I < N, e.g. 0/4")
+    return shard
+
+
+class DissectError(ValueError):
+    """Bad input to a dissection (unknown layer, bad option, inconsistent parts); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """Random change of basis applied to every activation batch (spec §3)."""
+
+    alpha: float
+    seed: int
+    unpermute: bool = True
+
+
+@dataclass(frozen=True)
+class DissectSettings:
+    """Everything that determines a dissection's numbers (and is recorded in ``meta.json``)."""
+
+    quantile: float = 0.005
+    netdissect_level: bool = False
+    iou_threshold: float = 0.04
+    presence: str = "image"
+    top_k: int = 10
+    batch_size: int = 32
+    device: str = "cpu"
+    workers: int = 0  # DataLoader processes decoding images and label maps; changes no number
+    normalize: str | None = None  # None: the model's default
+    max_images: int | None = None
+    rotation: Rotation | None = None
+    name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def level(self) -> float:
+        """The quantile level of the threshold: ``1 - quantile``, or NetDissect's 0.994995."""
+        from unitscope.thresholds import NETDISSECT_LEVEL
+
+        return NETDISSECT_LEVEL if self.netdissect_level else 1.0 - self.quantile
+
+    def validate(self) -> None:
+        if not 0.0 < self.quantile < 1.0:
+            raise DissectError(f"--quantile must lie strictly between 0 and 1, got {self.quantile}")
+        if self.presence not in PRESENCE_RULES:
+            raise DissectError(f"--presence must be one of {', '.join(PRESENCE_RULES)}, got {self.presence!r}")
+        for option, value in (("--top-k", self.top_k), ("--batch-size", self.batch_size)):
+            if value < 1:
+                raise DissectError(f"{option} must be at least 1, got {value}")
+        if self.workers < 0:
+            raise DissectError(f"--workers must be at least 0, got {self.workers}")
+        if self.max_images is not None and self.max_images < 1:
+            raise DissectError(f"--max-images must be at least 1, got {self.max_images}")
+        if self.rotation is not None and not 0.0 <= self.rotation.alpha <= 1.0:
+            raise DissectError(f"--rotation-alpha must lie in [0, 1], got {self.rotation.alpha}")
+        try:
+            resolve_device(str(self.device))
+        except ValueError as error:
+            raise DissectError(f"--device: {error}") from None
+
+
+#: The defaults of a dissection (``DissectSettings()``), for the command line.
+DISSECT_DEFAULTS = DissectSettings()
