@@ -412,12 +412,12 @@ def test_cli_out_that_is_a_file_is_one_line(dataset, tmp_path) -> None:
 
 
 def test_ctrl_c_exits_130_and_leaves_nothing(dataset, tmp_path, monkeypatch) -> None:
-    import unitscope.dissect as engine
+    import unitscope.dissect.run as engine
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "_tally_pass", interrupted)
+    monkeypatch.setattr(engine, "tally_pass", interrupted)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["dissect", "--dataset", str(dataset.root), "--model",
                                        "python:test_dissect:DyadicNet", "--layer", "mixed", "--out", str(out)])

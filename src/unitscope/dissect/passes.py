@@ -1,0 +1,146 @@
+"""The two passes of a dissection over the images: exact thresholds first, then the tally (docs/engine.md)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unitscope.activations import ActivationCacheWriter
+from unitscope.dissect.sources import Run, activation_batches, check_rows, labelled_batches
+from unitscope.progress import progress
+from unitscope.rotation import rotate_activations, rotation_matrix
+from unitscope.settings import Rotation
+from unitscope.tally import Tally
+from unitscope.thresholds import TopImages, TopK, required_k
+
+
+class Transform:
+    """The per-batch change of basis (identity without rotation), on the run's device."""
+
+    def __init__(self, rotation: Rotation | None, device: torch.device) -> None:
+        self.rotation, self.device = rotation, device
+        self.matrices: dict[int, torch.Tensor] = {}
+
+    def __call__(self, acts: torch.Tensor) -> torch.Tensor:
+        acts = acts.to(device=self.device, dtype=torch.float32)
+        if acts.dim() == 2:  # (B, C) outputs are C units with 1×1 maps
+            acts = acts[:, :, None, None]
+        if self.rotation is None:
+            return acts
+        units = acts.shape[1]
+        if units not in self.matrices:
+            r = self.rotation
+            matrix = _rotation_matrix(units, r.alpha, r.seed, r.unpermute)
+            self.matrices[units] = torch.tensor(matrix, dtype=torch.float32, device=self.device)
+        return rotate_activations(acts, self.matrices[units]).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _rotation_matrix(units: int, alpha: float, seed: int, unpermute: bool) -> np.ndarray:
+    """P·Q^α, computed once per process: its Schur decomposition is O(units³), and both passes need it."""
+    matrix = np.asarray(rotation_matrix(units, alpha, seed, unpermute=unpermute))
+    matrix.flags.writeable = False
+    return matrix
+
+
+@dataclass
+class LayerTopK:
+    topk: TopK
+    images: TopImages
+    map_size: tuple[int, int]
+
+
+def topk_pass(run: Run, cache_root: Path | None) -> dict[str, LayerTopK]:
+    """Pass 1: per-unit top-k values and top images of every layer over ``run.rows``.
+
+    With ``cache_root``, the raw activations are also written there as an activation cache for pass 2.
+    """
+    transform = Transform(run.settings.rotation, run.device)
+    writer = None
+    if cache_root is not None:
+        writer = ActivationCacheWriter(
+            cache_root, image_start=run.rows.start, image_stop=run.rows.stop, model=run.source_meta["model"],
+            model_spec=run.source_meta["model_spec"], dataset=run.dataset_meta(),
+            extra={"weights_sha256": run.source_meta["weights_sha256"]},
+        )
+    state: dict[str, LayerTopK] = {}
+    seen = 0
+    bar = progress(total=len(run.rows), desc="thresholds", unit="img")
+    try:
+        for indices, raw in activation_batches(run):
+            if writer is not None:
+                writer.write(torch.from_numpy(indices), raw)
+            for layer in run.layers:
+                acts = transform(raw[layer])
+                if layer not in state:
+                    units, (h, w) = acts.shape[1], tuple(acts.shape[2:])
+                    k = required_k(run.images * h * w, run.settings.level)
+                    top = TopImages.empty(units, run.settings.top_k)
+                    state[layer] = LayerTopK(TopK(units, k, run.device), top, (h, w))
+                state[layer].topk.update(acts)
+                state[layer].images.update(indices, acts.amax(dim=(2, 3)).cpu().numpy())
+            seen += len(indices)
+            bar.update(len(indices))
+        check_rows(seen, run)
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+    return state
+
+
+@dataclass
+class LayerTally:
+    tally: Tally
+    top: TopImages
+    maps: np.ndarray  # (units, k, h, w) float32
+    filled: np.ndarray  # (units, k) bool
+    lookup: dict[int, list[tuple[int, int]]]  # image index -> [(unit, rank)]
+
+
+def tally_pass(run: Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[str, TopImages],
+                map_sizes: Mapping[str, tuple[int, int]], caches: Sequence[Path] | None) -> dict[str, LayerTally]:
+    """Pass 2: exact counts of every layer over ``run.rows`` and the maps of the units' top images."""
+    transform = Transform(run.settings.rotation, run.device)
+    primary = np.asarray(run.dataset.primary)
+    state: dict[str, LayerTally] = {}
+    for layer in run.layers:
+        top = tops[layer]
+        units, k = top.indices.shape
+        lookup: dict[int, list[tuple[int, int]]] = {}
+        for unit in range(units):
+            for rank in range(k):
+                lookup.setdefault(int(top.indices[unit, rank]), []).append((unit, rank))
+        state[layer] = LayerTally(
+            Tally(thresholds[layer], primary, len(run.dataset.categories), run.settings.presence, run.device),
+            top, np.zeros((units, k, *map_sizes[layer]), np.float32), np.zeros((units, k), bool), lookup,
+        )
+    seen = 0
+    bar = progress(total=len(run.rows), desc="tally", unit="img")
+    try:
+        for indices, raw, seg in labelled_batches(run, caches):
+            for layer in run.layers:
+                acts = transform(raw[layer])
+                layer_state = state[layer]
+                layer_state.tally.update(acts, seg)
+                hits = [(row, unit, rank) for row, image in enumerate(indices.tolist())
+                        for unit, rank in layer_state.lookup.get(image, ())]
+                if hits:  # one device-to-host copy per batch, not one per top image
+                    rows, units, ranks = (list(column) for column in zip(*hits))
+                    layer_state.maps[units, ranks] = acts[rows, units].cpu().numpy()
+                    layer_state.filled[units, ranks] = True
+            seen += len(indices)
+            bar.update(len(indices))
+    finally:
+        bar.close()
+    check_rows(seen, run)
+    return state
