@@ -99,3 +99,13 @@ def test_missing_real_data_skips_locally_and_fails_in_ci(monkeypatch) -> None:
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI runs every real-data test"):
         real_data("no/such/file")
+
+
+def test_cache_plan_fits_the_budget_smallest_first() -> None:
+    from unitscope.pipeline import plan_caches
+
+    needs = {"big": 60, "small": 10, "mid": 30, "unknown": None, "mid2": 30}
+    assert plan_caches(needs, "auto", 75) == {"big": False, "small": True, "mid": True, "unknown": True, "mid2": True}
+    assert plan_caches(needs, "auto", 69) == {"big": False, "small": True, "mid": True, "unknown": True, "mid2": False}
+    assert set(plan_caches(needs, "disk", 0).values()) == {True}
+    assert set(plan_caches(needs, "recompute", 1e12).values()) == {False}

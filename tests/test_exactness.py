@@ -99,3 +99,23 @@ def test_one_cache_gives_the_same_results_in_any_batching(probe, model, tmp_path
         dissect(probe, [tmp_path / "cache"], LAYERS, tmp_path / f"b{batch_size}", _settings(batch_size, rotation))
     _assert_same_files(tmp_path / "b1", tmp_path / "b3")
     _assert_same_files(tmp_path / "b1", tmp_path / "b15")
+
+
+def test_recomputing_the_forward_pass_gives_the_cached_results(probe, model, tmp_path, one_thread) -> None:
+    """The cache policy changes where pass 2 gets its activations, never a result."""
+    from unitscope.dissect.sources import cache_bytes, caches_to_disk, prepare
+
+    def settings(policy: str, budget: float) -> DissectSettings:
+        return DissectSettings(quantile=0.05, batch_size=4, top_k=4, cache=policy, cache_budget_gb=budget)
+
+    needed = cache_bytes(prepare(probe, model, LAYERS, settings("auto", 1), None))
+    # conv2 64×12×12 and conv4 256×3×3 at 96 px: (9216 + 2304) values × 4 bytes × 15 images
+    assert needed == 4 * IMAGES * (64 * 12 * 12 + 256 * 3 * 3)
+    decisions = {}
+    for policy, budget in (("disk", 0), ("recompute", 100), ("auto", needed / 1e9), ("auto", needed / 1e9 / 2)):
+        decisions[policy, budget] = caches_to_disk(prepare(probe, model, LAYERS, settings(policy, budget), None))
+        dissect(probe, model, LAYERS, tmp_path / f"{policy}-{budget}", settings(policy, budget))
+    assert list(decisions.values()) == [True, False, True, False]
+    runs = sorted(tmp_path.iterdir())
+    for other in runs[1:]:
+        _assert_same_files(runs[0], other)

@@ -134,6 +134,8 @@ def test_layers_lists_each_call_of_efficientnet_lite0_swish() -> None:
     lines = result.output.splitlines()
     # Block 10 expands 112 → 672 channels at 14×14 and applies the same ReLU6 after the expansion and after
     # the depthwise convolution: two layers.
-    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    rows = {line.split()[0]: line.split()[1:3] for line in lines[1:]}
     assert rows["_blocks.10._swish:0"] == rows["_blocks.10._swish:1"] == ["672×14×14", "672"]
     assert "_blocks.10._swish" not in rows and rows["_blocks.10"] == ["112×14×14", "112"]
+    # The cache column: 672 × 14 × 14 float32 values for each of Broden's 63,305 images.
+    assert next(line for line in lines if line.startswith("_blocks.10._swish:0")).endswith("33.4 GB")

@@ -10,7 +10,7 @@ import yaml
 
 from unitscope import probe
 from unitscope.cli import main
-from unitscope.settings import DEVICES, DISSECT_DEFAULTS, NORMALIZATIONS, PRESENCE_RULES
+from unitscope.settings import CACHE_POLICIES, DEVICES, DISSECT_DEFAULTS, NORMALIZATIONS, PRESENCE_RULES
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -24,6 +24,10 @@ def test_dissect_defaults_agree() -> None:
     for key in ("quantile", "netdissect_level", "iou_threshold", "presence", "top_k"):
         assert dissect[key]["default"] == getattr(DISSECT_DEFAULTS, key), key
     assert SCHEMA["properties"]["batch_size"]["default"] == DISSECT_DEFAULTS.batch_size
+    assert SCHEMA["properties"]["cache"]["default"] == DISSECT_DEFAULTS.cache
+    assert tuple(SCHEMA["properties"]["cache"]["enum"]) == CACHE_POLICIES == tuple(_option("dissect", "cache").type.choices)
+    assert SCHEMA["properties"]["cache_budget_gb"]["default"] == DISSECT_DEFAULTS.cache_budget_gb
+    assert _option("dissect", "cache_budget").default == DISSECT_DEFAULTS.cache_budget_gb
     for key in ("iou_threshold", "presence", "top_k", "batch_size"):
         assert _option("dissect", key).default == getattr(DISSECT_DEFAULTS, key), key
     assert _option("extract", "batch_size").default == DISSECT_DEFAULTS.batch_size

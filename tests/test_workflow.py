@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -89,13 +90,20 @@ def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
     config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     result = snakemake(clone, "-n", "-p", "--configfile", "config/paper.yaml")
     counts = planned_jobs(result)
-    assert counts["download_broden"] == 2 and counts["extract"] == len(config["models"])
     assert "train_probecnn" not in counts and "probe_dataset" not in counts
     text = result.stdout
+    # The cache plan fits the budget: AlexNet's five layers (124.6 GB) and VGG16's (330.3 GB) recompute their
+    # forward pass in each dissection; the small caches stay on disk.
+    plan = re.search(r"Activation caches \(cache: auto, budget 80 GB\): ([\d.]+) GB on disk at most", result.stderr)
+    assert plan and float(plan.group(1)) <= 80, result.stderr[-2000:]
+    assert "  alexnet-imagenet: 124.6 GB, recomputed" in result.stderr
+    assert "  resnet18-imagenet: 6.4 GB, cached on disk" in result.stderr
+    cached = len(re.findall(r", cached on disk$", result.stderr, re.M))
+    assert counts["download_broden"] == 2 and counts["extract"] == cached < len(config["models"])
     # AlexNet runs on the 227 variant, its conv layers after ReLU; the others on 224.
-    assert "--dataset data/broden1_227 --out results/activations/alexnet-imagenet/shard-0 --model torchvision:alexnet@imagenet" in text
-    assert "--layer features.1 --layer features.4 --layer features.7 --layer features.9 --layer features.11" in text
+    assert "--dataset data/broden1_227 --model torchvision:alexnet@imagenet --normalize imagenet --cache recompute --layer features.11" in text
     assert "--dataset data/broden1_224 --out results/activations/resnet152-imagenet/shard-0" in text
+    assert "--activations results/activations/resnet152-imagenet/shard-0 --layer layer4" in text
 
 
 def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
@@ -314,6 +322,18 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
             assert (sharded / name).read_text() == (unsharded / name).read_text(), (target, name)
         np.testing.assert_array_equal(np.load(sharded / "top_maps.npy"), np.load(unsharded / "top_maps.npy"))
     assert not (clone / "results/shards").exists() or not any((clone / "results/shards").rglob("*.npz"))
+
+    # Recomputing the forward pass in each dissection (no activation cache) gives the same results too.
+    shutil.rmtree(clone / "results/dissect")
+    targets = ["results/dissect/probecnn-rot1.00/conv4", "results/dissect/tiny/3"]
+    done = snakemake(clone, *targets, "-p", "--configfile", TINY, "--config", "cache=recompute")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "rule extract" not in log and "--cache recompute" in log
+    for target in targets:
+        for name in RESULT_FILES:
+            recomputed, cached = clone / target, clone / "unsharded" / target.removeprefix("results/dissect/")
+            assert (recomputed / name).read_bytes() == (cached / name).read_bytes(), (target, name)
 
 
 # ------------------------------------------------------------------------------------------- resuming

@@ -56,6 +56,15 @@ def extract_batches(
             yield indices, {name: _as_maps(name, outputs[name]) for name in layers}
 
 
+def layer_sizes(model: nn.Module, layers: Sequence[str], image_size: tuple[int, int]) -> dict[str, int]:
+    """Values per image of each layer's output (units × h × w): one forward pass of a zero image, on the
+    model's device (free on torch's ``meta`` device). Four bytes each in an activation cache."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with Trace(model.eval(), layers) as trace, torch.inference_mode():
+        outputs = trace(torch.zeros(1, 3, *image_size, device=device))
+    return {name: int(outputs[name][0].numel()) for name in layers}
+
+
 def _as_maps(name: str, output: torch.Tensor) -> torch.Tensor:
     if output.ndim == 2:
         output = output[:, :, None, None]

@@ -1,16 +1,33 @@
 """Checks of a workflow config that need the package: models, layers, device, local files (docs/workflow.md).
 
-The Snakefile runs :func:`config_problems` when it is parsed (``snakemake -n`` included), so a misspelt
-layer or ``device: cuda`` on a machine without CUDA fails in seconds, naming the config key, instead of
-minutes later in a job log. Registered architectures are built on torch's ``meta`` device: no weights
-are loaded or initialised, nothing is downloaded. ``python:`` specs are called as they are.
+The Snakefile runs :func:`check_config` when it is parsed (``snakemake -n`` included), so a misspelt layer
+fails in seconds, naming the config key, instead of minutes later in a job log. Registered architectures
+are built and run on torch's ``meta`` device: no weights are loaded or initialised, nothing is downloaded,
+nothing is computed. ``python:`` specs are called as they are. The same forward pass gives each layer's size,
+from which the workflow plans its activation caches (:func:`unitscope.pipeline.plan_caches`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass
+class ConfigCheck:
+    """What :func:`check_config` found: ``(config key, message)`` problems, and the values per image of
+    every configured layer that could be checked (``{model: {layer: units × h × w}}``)."""
+
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    layer_values: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class _Problem(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(key, message)
+        self.key, self.message = key, message
 
 
 def device_problem(config: Mapping) -> tuple[str, str] | None:
@@ -27,19 +44,21 @@ def device_problem(config: Mapping) -> tuple[str, str] | None:
     return "device", "cuda, but CUDA is not available here; use auto or cpu"
 
 
-def config_problems(config: Mapping) -> list[tuple[str, str]]:
-    """``[(config key, message), ...]`` for the models, layers and local files of an (already schema-valid)
-    config that cannot run."""
-    problems: list[tuple[str, str]] = []
+def check_config(config: Mapping) -> ConfigCheck:
+    """Check the models, layers and local files of an (already schema-valid) config."""
+    check = ConfigCheck()
     for name, dataset in config.get("datasets", {}).items():
         if dataset.get("zip") and not Path(dataset["zip"]).is_file():
-            problems.append((f"datasets.{name}.zip", f"{dataset['zip']} does not exist"))
+            check.problems.append((f"datasets.{name}.zip", f"{dataset['zip']} does not exist"))
     for name, entry in config.get("models", {}).items():
-        problems += _model_problems(name, entry, _image_size(config, entry))
-    return problems
+        try:
+            check.layer_values[name] = _layer_values(name, entry, image_size(config, entry))
+        except _Problem as problem:
+            check.problems.append((problem.key, problem.message))
+    return check
 
 
-def _image_size(config: Mapping, entry: Mapping) -> int:
+def image_size(config: Mapping, entry: Mapping) -> int:
     """The side of the images a model is dissected on, where the config says it (else 224)."""
     datasets = config.get("datasets", {})
     name = entry.get("dataset") or (next(iter(datasets)) if len(datasets) == 1 else None)
@@ -47,37 +66,34 @@ def _image_size(config: Mapping, entry: Mapping) -> int:
     return int(dataset.get("size") or dataset.get("variant") or 224)
 
 
-def _model_problems(name: str, entry: Mapping, image_size: int) -> list[tuple[str, str]]:
-    import torch
-
-    from unitscope.hooks import LayerError, Trace, resolve_layers
+def _layer_values(name: str, entry: Mapping, size: int) -> dict[str, int]:
+    """Values per image of each configured layer; a :class:`_Problem` names what cannot run."""
+    from unitscope.activations import layer_sizes
+    from unitscope.hooks import LayerError, resolve_layers
 
     spec, arch = entry["spec"], entry.get("arch")
     key = f"models.{name}.spec"
     try:
         if spec.startswith("file:"):
             if not Path(spec.removeprefix("file:")).is_file():
-                return [(key, f"{spec.removeprefix('file:')} does not exist")]
+                raise _Problem(key, f"{spec.removeprefix('file:')} does not exist")
             if not arch:
-                return [(f"models.{name}.arch", f"required with spec {spec!r}: the architecture, e.g. probecnn")]
+                raise _Problem(f"models.{name}.arch", f"required with spec {spec!r}: the architecture, e.g. probecnn")
             key, module = f"models.{name}.arch", _architecture(arch)
         elif arch is not None:
-            return [(f"models.{name}.arch", f"applies to file: specs only, not to {spec!r}")]
+            raise _Problem(f"models.{name}.arch", f"applies to file: specs only, not to {spec!r}")
         else:
             module = _architecture(spec)
     except ValueError as error:
-        return [(key, str(error))]
+        raise _Problem(key, str(error)) from None
     try:
         resolve_layers(module, entry["layers"])
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        try:  # one forward pass (free on the meta device) finds layers called several times, or not at all
-            with Trace(module.eval(), entry["layers"]) as trace, torch.inference_mode():
-                trace(torch.zeros(1, 3, image_size, image_size, device=device))
-        except (RuntimeError, NotImplementedError):
-            pass  # an operation the meta device lacks, or an input size the model refuses: its first job will tell
+        # one forward pass finds layers called several times, or not at all, and gives their sizes
+        return layer_sizes(module, entry["layers"], (size, size))
     except LayerError as error:
-        return [(f"models.{name}.layers", str(error))]
-    return []
+        raise _Problem(f"models.{name}.layers", str(error)) from None
+    except (RuntimeError, NotImplementedError):
+        return {}  # an operation the meta device lacks, or an input size the model refuses: its first job will tell
 
 
 def _architecture(spec: str):

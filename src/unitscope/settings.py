@@ -19,6 +19,20 @@ TRAIN_BATCH_SIZE = 32
 PRESENCE_RULES = ("image", "mask")
 #: Input normalisations a model can be given (implemented in ``unitscope.models.normalize``).
 NORMALIZATIONS = ("imagenet", "caffe", "none")
+#: Where the second pass of a dissection gets the activations: a float32 cache on disk written by the first
+#: pass, the forward pass run again, or the cache when it fits the disk budget (docs/engine.md, Disk).
+CACHE_POLICIES = ("disk", "recompute", "auto")
+DEFAULT_CACHE_BUDGET_GB = 100.0
+#: Images of every Broden release (broden1_224, _227, _384; spec §1.1).
+BRODEN_IMAGES = 63_305
+
+
+def format_bytes(size: float) -> str:
+    """``1.2 GB``, ``340 MB``, ``12 kB`` (decimal units, as disks are sold)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,6 +113,8 @@ class DissectSettings:
     batch_size: int = 32
     device: str = "cpu"
     workers: int = 0  # DataLoader processes decoding images and label maps; changes no number
+    cache: str = "auto"  # CACHE_POLICIES; changes no number
+    cache_budget_gb: float = DEFAULT_CACHE_BUDGET_GB  # the largest activation cache `auto` writes to disk
     normalize: str | None = None  # None: the model's default
     max_images: int | None = None
     rotation: Rotation | None = None
@@ -122,6 +138,10 @@ class DissectSettings:
                 raise DissectError(f"{option} must be at least 1, got {value}")
         if self.workers < 0:
             raise DissectError(f"--workers must be at least 0, got {self.workers}")
+        if self.cache not in CACHE_POLICIES:
+            raise DissectError(f"--cache must be one of {', '.join(CACHE_POLICIES)}, got {self.cache!r}")
+        if not self.cache_budget_gb >= 0:
+            raise DissectError(f"--cache-budget must be at least 0 GB, got {self.cache_budget_gb}")
         if self.max_images is not None and self.max_images < 1:
             raise DissectError(f"--max-images must be at least 1, got {self.max_images}")
         if self.rotation is not None and not 0.0 <= self.rotation.alpha <= 1.0:

@@ -189,18 +189,35 @@ RUNS = _all_runs()
 SOURCES = {run.source.name: run.source for run in RUNS.values()}
 
 
-def _check_models() -> None:
-    """Model specs, layer names and local files, checked before any job runs (snakemake -n too); jobs
-    started on a cluster node skip it (the main process already did)."""
-    from unitscope.config_check import config_problems
+def _plan_caches() -> dict[str, bool]:
+    """Model specs, layer names and local files, checked before any job runs (snakemake -n too); then which
+    sources cache their activations on disk (`cache`, `cache_budget_gb`), printed with their sizes by the
+    main process. Every process computes the same plan: cluster jobs parse this file again."""
+    from unitscope.config_check import check_config
+    from unitscope.pipeline import dataset_images, plan_caches
+    from unitscope.settings import format_bytes
 
-    problems = config_problems(config)
-    if problems:
-        raise config_error(*problems[0])
+    check = check_config(config)
+    if check.problems and workflow.is_main_process:
+        raise config_error(*check.problems[0])
+    needs = {}
+    for source in SOURCES.values():
+        values = check.layer_values.get(source.model, {})
+        images = dataset_images(config["datasets"][model_dataset(source.model)], config["max_images"])
+        known = images is not None and all(layer in values for layer in source.layers)
+        needs[source.name] = 4 * images * sum(values[layer] for layer in source.layers) if known else None
+    plan = plan_caches(needs, config["cache"], config["cache_budget_gb"] * 1e9)
+    if workflow.is_main_process:
+        on_disk = sum(need for name, need in needs.items() if plan[name] and need)
+        print(f"Activation caches (cache: {config['cache']}, budget {config['cache_budget_gb']:g} GB): "
+              f"{format_bytes(on_disk)} on disk at most", file=sys.stderr)
+        for name, need in needs.items():
+            size = "size unknown" if need is None else format_bytes(need)
+            print(f"  {name}: {size}, {'cached on disk' if plan[name] else 'recomputed'}", file=sys.stderr)
+    return plan
 
 
-if workflow.is_main_process:
-    _check_models()
+CACHED = _plan_caches()  # source name -> its activations are cached on disk (else recomputed per dissection)
 
 
 @functools.cache
@@ -252,18 +269,35 @@ def model_options(source: Source) -> str:
 # paths and command-line options used by the rules
 
 
-def run_dataset(wildcards) -> str:
-    return dataset_dir(model_dataset(RUNS[wildcards.run].source.model))
-
-
 def source_inputs(wildcards) -> dict:
-    """The source's dataset, plus the training output when the source is a checkpoint."""
+    """What a forward pass of the source needs: its dataset, and the training output for a checkpoint."""
+    return forward_inputs(SOURCES[wildcards.source])
+
+
+def forward_inputs(source: Source) -> dict:
     check_device()
-    source = SOURCES[wildcards.source]
     inputs = {"dataset": dataset_dir(model_dataset(source.model))}
     if source.iteration is not None:
         inputs["checkpoints"] = f"results/models/{source.model}"
     return inputs
+
+
+def dissect_inputs(wildcards) -> dict:
+    """A dissection job's inputs: its source's activation cache for this shard, or what its own forward
+    passes need when the source is recomputed (`cache` plan)."""
+    source = RUNS[wildcards.run].source
+    if not CACHED[source.name]:
+        return forward_inputs(source)
+    shard = getattr(wildcards, "shard", 0)
+    return {"dataset": dataset_dir(model_dataset(source.model)), "cache": f"results/activations/{source.name}/shard-{shard}"}
+
+
+def activations_option(wildcards, input) -> str:
+    """`--activations CACHE`, or the model's options and `--cache recompute` when the source is recomputed."""
+    source = RUNS[wildcards.run].source
+    if CACHED[source.name]:
+        return f"--activations {shlex.quote(input.cache)}"
+    return f"{model_options(source)} --cache recompute"
 
 
 def extract_options(wildcards) -> str:
@@ -286,12 +320,6 @@ def common_options() -> str:
     if "categories" in config["dissect"]:
         options.append(f"--categories {','.join(config['dissect']['categories'])}")
     return " ".join(options)
-
-
-def cache_dir(wildcards, shard: int | None = None) -> str:
-    """The activation cache a run reads: its source's, for the wildcard's shard or ``shard``."""
-    shard = wildcards.shard if shard is None else shard
-    return f"results/activations/{RUNS[wildcards.run].source.name}/shard-{shard}"
 
 
 def dissect_options(wildcards) -> str:
@@ -354,7 +382,7 @@ def one_of(names) -> str:
 
 wildcard_constraints:
     run=one_of(RUNS),
-    source=one_of(SOURCES),
+    source=one_of([name for name in SOURCES if CACHED[name]]),
     model=one_of(TRAINED),
     dataset=one_of(PROBE_DATASETS),
     variant="224|227|384",

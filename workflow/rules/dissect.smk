@@ -1,4 +1,6 @@
-# One forward pass per (source, shard) caches every layer; each (run, layer) is dissected from the cache.
+# One forward pass per (source, shard) caches every layer; each (run, layer) is dissected from the cache. A source
+# whose cache the plan does not put on disk (config keys cache, cache_budget_gb) has no extract job: each of its
+# dissections runs the forward pass itself (docs/workflow.md, Disk).
 
 
 rule extract:
@@ -24,13 +26,13 @@ if SHARDS == 1:
 
     rule dissect:
         input:
-            dataset=run_dataset,
-            cache=lambda wildcards: cache_dir(wildcards, 0),
+            unpack(dissect_inputs),
         output:
             directory("results/dissect/{run}/{layer}"),
         log:
             "logs/dissect/{run}/{layer}.log",
         params:
+            source=activations_option,
             options=dissect_options,
         threads: config["threads"]
         resources:
@@ -39,7 +41,7 @@ if SHARDS == 1:
             CONDA_ENV
         shell:
             "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-            "unitscope dissect --dataset {input.dataset} --activations {input.cache} --layer {wildcards.layer:q} "
+            "unitscope dissect --dataset {input.dataset} {params.source} --layer {wildcards.layer:q} "
             "--out results/dissect/{wildcards.run} {params.options} > {log} 2>&1"
 
 else:
@@ -48,13 +50,13 @@ else:
 
     rule dissect_topk:
         input:
-            dataset=run_dataset,
-            cache=cache_dir,
+            unpack(dissect_inputs),
         output:
             temp(directory("results/shards/{run}/{layer}/topk-{shard}")),
         log:
             "logs/dissect_topk/{run}/{layer}/shard-{shard}.log",
         params:
+            source=activations_option,
             options=dissect_options,
             shard=shard_option,
         threads: config["threads"]
@@ -64,7 +66,7 @@ else:
             CONDA_ENV
         shell:
             "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-            "unitscope dissect --dataset {input.dataset} --activations {input.cache} --layer {wildcards.layer:q} "
+            "unitscope dissect --dataset {input.dataset} {params.source} --layer {wildcards.layer:q} "
             "{params.shard} --stage topk --out {output} {params.options} > {log} 2>&1"
 
     rule merge_topk:
@@ -81,14 +83,14 @@ else:
 
     rule dissect_tally:
         input:
-            dataset=run_dataset,
-            cache=cache_dir,
+            unpack(dissect_inputs),
             thresholds="results/shards/{run}/{layer}/topk",
         output:
             temp(directory("results/shards/{run}/{layer}/tally-{shard}")),
         log:
             "logs/dissect_tally/{run}/{layer}/shard-{shard}.log",
         params:
+            source=activations_option,
             options=dissect_options,
             shard=shard_option,
         threads: config["threads"]
@@ -98,7 +100,7 @@ else:
             CONDA_ENV
         shell:
             "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-            "unitscope dissect --dataset {input.dataset} --activations {input.cache} --layer {wildcards.layer:q} "
+            "unitscope dissect --dataset {input.dataset} {params.source} --layer {wildcards.layer:q} "
             "{params.shard} --stage tally --thresholds {input.thresholds} --out {output} {params.options} "
             "> {log} 2>&1"
 

@@ -13,7 +13,7 @@ from unitscope.options import (
     shard_option,
     workers_option,
 )
-from unitscope.settings import DISSECT_DEFAULTS, PRESENCE_RULES
+from unitscope.settings import CACHE_POLICIES, DISSECT_DEFAULTS, PRESENCE_RULES
 
 
 
@@ -55,6 +55,11 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @device_option
 @workers_option
 @click.option("--max-images", type=click.IntRange(1), default=None, help="Dissect only the first N images.")
+@click.option("--cache", type=click.Choice(CACHE_POLICIES), default=DISSECT_DEFAULTS.cache, show_default=True,
+              help="With --model: the second pass reads a temporary activation cache on disk, runs the forward pass "
+                   "again (recompute), or caches when it fits --cache-budget (auto). Changes no result.")
+@click.option("--cache-budget", type=click.FloatRange(0), default=DISSECT_DEFAULTS.cache_budget_gb, show_default=True,
+              help="GB: the largest temporary activation cache --cache auto writes.")
 @normalize_option
 @shard_option
 @click.option("--stage", type=click.Choice(("topk", "tally")), default=None, help="Stage of a sharded run.")
@@ -63,8 +68,8 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--name", default=None, help="Display name of the model in results and reports.")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE recorded in meta.json (series, weights, iteration).")
 def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, netdissect_level, iou_threshold, presence,
-            categories, top_k, rotation_alpha, rotation_seed, no_unpermute, batch_size, device, workers, max_images, normalize,
-            shard, stage, thresholds_dir, name, tags) -> None:
+            categories, top_k, rotation_alpha, rotation_seed, no_unpermute, batch_size, device, workers, max_images, cache,
+            cache_budget, normalize, shard, stage, thresholds_dir, name, tags) -> None:
     """Dissect layers of a model: exact thresholds, IoU of every unit with every concept."""
     if (model_spec is None) == (not caches):
         raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
@@ -97,7 +102,7 @@ def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, ne
         settings = engine.DissectSettings(
             quantile=DISSECT_DEFAULTS.quantile if quantile is None else quantile, netdissect_level=netdissect_level,
             iou_threshold=iou_threshold, presence=presence, top_k=top_k, batch_size=batch_size, device=str(device),
-            workers=workers,
+            workers=workers, cache=cache, cache_budget_gb=cache_budget,
             normalize=normalize, max_images=max_images, rotation=rotation, name=name, tags=tag_values,
         )
         source = load_model(model_spec, arch) if model_spec is not None else list(caches)

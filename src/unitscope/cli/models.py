@@ -16,7 +16,7 @@ from unitscope.options import (
     shard_option,
     workers_option,
 )
-from unitscope.settings import DISSECT_DEFAULTS, TRAIN_BATCH_SIZE, TRAIN_ITERATIONS
+from unitscope.settings import BRODEN_IMAGES, DISSECT_DEFAULTS, TRAIN_BATCH_SIZE, TRAIN_ITERATIONS, format_bytes
 
 if TYPE_CHECKING:
     from unitscope.models import LoadedModel
@@ -41,8 +41,11 @@ def _load(spec: str, arch: str | None, param_hint: str = "'--model'") -> LoadedM
 @click.option(
     "--image-size", type=click.IntRange(min=1), default=224, show_default=True, help="Input height and width."
 )
-def layers(spec: str, arch: str | None, image_size: int) -> None:
-    """List the layers of model SPEC with their output shape for one image."""
+@click.option("--images", type=click.IntRange(min=1), default=BRODEN_IMAGES, show_default=True,
+              help="Images the cache column is computed for (default: all of Broden).")
+def layers(spec: str, arch: str | None, image_size: int, images: int) -> None:
+    """List the layers of model SPEC with their output shape for one image, and the float32 activation cache
+    each needs for --images images (docs/engine.md, Disk)."""
     from unitscope.models import layer_shapes
 
     model = _load(spec, arch, param_hint="'SPEC'")
@@ -53,9 +56,11 @@ def layers(spec: str, arch: str | None, image_size: int) -> None:
             f"{spec}: forward pass at {image_size} px failed ({error}); try another --image-size"
         ) from error
     width = max(len(name) for name, _ in shapes)
-    click.echo(f"{'layer':<{width}}  {'output shape':<20}  units")
+    click.echo(f"{'layer':<{width}}  {'output shape':<20}  {'units':>5}  cache for {images} images")
     for name, shape in shapes:
-        click.echo(f"{name:<{width}}  {'×'.join(map(str, shape)):<20}  {shape[0] if shape else 1}")
+        cache = 4 * images * math.prod(shape)
+        click.echo(f"{name:<{width}}  {'×'.join(map(str, shape)):<20}  {shape[0] if shape else 1:>5}  "
+                   f"{format_bytes(cache)}")
 
 
 @click.command("extract")

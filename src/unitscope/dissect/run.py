@@ -8,7 +8,7 @@ from pathlib import Path
 
 from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect.passes import tally_pass, topk_pass
-from unitscope.dissect.sources import Source, prepare
+from unitscope.dissect.sources import Source, caches_to_disk, prepare
 from unitscope.dissect.tables import image_paths, label_names, output_dir, write_layer
 from unitscope.settings import DissectSettings
 
@@ -21,13 +21,17 @@ def dissect(
     settings: DissectSettings | None = None,
 ) -> dict[str, Path]:
     """Dissect ``layers`` of a model (spec string, :class:`LoadedModel` or ``nn.Module``) or of activation
-    caches (a list of directories), writing ``<out_dir>/<layer>/`` per layer. Returns those directories."""
+    caches (a list of directories), writing ``<out_dir>/<layer>/`` per layer. Returns those directories.
+
+    With a model, the second pass reads a temporary activation cache that the first pass writes, or runs the
+    forward pass again (``settings.cache``); the results are the same.
+    """
     dataset = dataset if isinstance(dataset, BrodenDataset) else BrodenDataset(dataset)
     settings = settings or DissectSettings()
     run = prepare(dataset, source, layers, settings, None)
     out_dir = Path(out_dir)
     with output_dir(out_dir) as scratch:
-        cache_root = scratch / "cache" if run.model is not None else None
+        cache_root = scratch / "cache" if run.model is not None and caches_to_disk(run) else None
         first = topk_pass(run, cache_root)
         thresholds = {layer: s.topk.threshold(settings.level) for layer, s in first.items()}
         second = tally_pass(run, thresholds, {l: s.images for l, s in first.items()},

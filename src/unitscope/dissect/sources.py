@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from unitscope import __version__
-from unitscope.activations import extract_batches, read_cache_batches
+from unitscope.activations import extract_batches, layer_sizes, read_cache_batches
 from unitscope.broden.loaders import image_loader, segmentation_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.models import LoadedModel, load_model, normalizer, resolve_layers
@@ -194,6 +194,19 @@ def activation_batches(run: Run, cache_dirs: Sequence[Path] | None = None):
             yield indices, {layer: torch.as_tensor(b[1]) for layer, b in zip(run.layers, batches)}
 
     return _rebatch(zipped(), run.rows, bs)
+
+
+def cache_bytes(run: Run) -> int:
+    """Size of the float32 activation cache of the run's layers over its rows (a model's run only)."""
+    per_image = layer_sizes(run.model.module, run.layers, tuple(run.dataset.image_size))
+    return 4 * len(run.rows) * sum(per_image.values())
+
+
+def caches_to_disk(run: Run) -> bool:
+    """Whether the first pass writes an activation cache for the second (``settings.cache``): always with
+    ``disk``, never with ``recompute``, with ``auto`` when it fits ``settings.cache_budget_gb``."""
+    policy = run.settings.cache
+    return policy == "disk" or (policy == "auto" and cache_bytes(run) <= run.settings.cache_budget_gb * 1e9)
 
 
 def check_rows(seen: int, run: Run) -> None:
