@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from unitscope.broden.download import (
-    ArchiveError,
-    BrodenRelease,
-    ChecksumError,
-    DownloadError,
-    download_file,
-    fetch_broden,
-)
+from unitscope.broden.download import ArchiveError, BrodenRelease, fetch_broden
+from unitscope.download import ChecksumError, DownloadError, download_file
 from unitscope.broden.writer import BrodenWriter
 from unitscope.cli import main
 

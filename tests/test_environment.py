@@ -13,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from unitscope.environment import canonical, installed_packages, lock_differences, lock_text, read_lock
-from unitscope.staging import PREFIX, make_scratch, remove_stale
+from unitscope.io import PREFIX, make_scratch, remove_stale
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from unitscope.hooks import LayerError, Trace
 from unitscope.models import normalizer
-from unitscope.results import write_json
+from unitscope.io import write_json
 
 ARRAY_NAME = "activations.npy"
 META_NAME = "activations.json"

@@ -14,9 +14,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from unitscope.broden.download import sha256_of
+from unitscope.download import sha256_of
 from unitscope.cache import cache_dir
-from unitscope.results import write_json
+from unitscope.io import write_json
 
 
 def directory_sha256(root: str | Path) -> dict[str, object]:

@@ -26,10 +26,10 @@ from pathlib import Path
 import yaml
 
 from unitscope import __version__
-from unitscope.broden.download import sha256_of
+from unitscope.download import sha256_of
 from unitscope.checksums import directory_sha256
 from unitscope.environment import LOCK_FILE, installed_packages, lock_differences, read_lock
-from unitscope.results import write_json
+from unitscope.io import write_json
 
 #: Distributions whose versions decide the numbers (all installed ones are listed under ``environment``).
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "scipy", "snakemake")

@@ -1,10 +1,7 @@
-"""Dissection result tables (``docs/outputs.md``): built from exact counts, written atomically."""
+"""Dissection result tables (``docs/outputs.md``): built from exact counts (written with :mod:`unitscope.io`)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,43 +10,6 @@ import pandas as pd
 
 from unitscope.tally import TallyCounts
 from unitscope.thresholds import TopImages
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(tmp)`` to a temporary sibling, then rename onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
-
-
-def write_json(data: object, path: Path) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def write_npy(array: np.ndarray, path: Path) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-
-    write_atomic(path, write)
-
-
-def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    write_atomic(path, write)
 
 
 def tally_table(

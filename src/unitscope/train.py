@@ -23,7 +23,7 @@ from unitscope.models.normalize import normalizer
 from unitscope.models.probecnn import ProbeCNN
 from unitscope.settings import TRAIN_BATCH_SIZE, TRAIN_ITERATIONS
 from unitscope.progress import progress
-from unitscope.results import write_atomic, write_json
+from unitscope.io import write_atomic, write_json
 
 PROBE_META = "probe.json"
 TRAINING_LOG = "training.json"

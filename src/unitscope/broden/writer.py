@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import struct
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from unitscope.broden.format import (
     format_cell,
     split_of,
 )
+from unitscope.io import staged_directory
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: zlib level of label PNGs: a 112² label map deflates to ≈ 1.2 KB at level 1 (0.6 KB at 6, four times slower).
@@ -179,10 +180,9 @@ class BrodenWriter:
         self.labels = dict(labels)
         self.categories = list(categories)
         self.encoder = ImageEncoder(image_size, label_size, tuple(categories), jpeg_quality)
-        self._tmp = self.root.with_name(f".{self.root.name}.partial")
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        (self._tmp / "images").mkdir(parents=True)
+        self._staging = ExitStack()
+        self._tmp = self._staging.enter_context(staged_directory(self.root))
+        (self._tmp / "images").mkdir()
         self._images = str(self._tmp / "images")  # a plain string: pathlib joins cost as much as small writes
         self._folders: set[str] = set()
         self._rows: list[dict[str, object]] = []
@@ -196,7 +196,7 @@ class BrodenWriter:
         if exc_type is None:
             self.close()
         else:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._staging.__exit__(exc_type, exc, tb)  # removes the staged directory
 
     def add_image(
         self,
@@ -254,10 +254,10 @@ class BrodenWriter:
             index = pd.DataFrame(self._rows, columns=[*INDEX_COLUMNS, *self.categories])
             index.to_csv(self._tmp / "index.csv", index=False)
             self._write_label_tables()
-            self._tmp.rename(self.root)
-        except BaseException:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        except BaseException as error:
+            self._staging.__exit__(type(error), error, error.__traceback__)
             raise
+        self._staging.close()  # moves the staged directory into place
         return self.root
 
     def _check_label(self, number: int) -> None:

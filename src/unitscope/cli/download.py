@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from unitscope.broden.download import BRODEN_RELEASES, ArchiveError, ChecksumError, DownloadError, fetch_broden
+from unitscope.broden.download import BRODEN_RELEASES, ArchiveError, fetch_broden
+from unitscope.download import ChecksumError, DownloadError
 
 
 def _sha256(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

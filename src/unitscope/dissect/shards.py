@@ -14,8 +14,9 @@ import numpy as np
 from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect.passes import tally_pass, topk_pass
 from unitscope.dissect.sources import Run, Source, prepare
-from unitscope.dissect.tables import image_paths, label_names, output_dir, publish, write_layer
-from unitscope.results import read_thresholds, read_top_images, thresholds_table, top_images_table, write_csv, write_json, write_npz
+from unitscope.dissect.tables import image_paths, label_names, output_dir, write_layer
+from unitscope.io import publish_directory, write_csv, write_json, write_npz
+from unitscope.results import read_thresholds, read_top_images, thresholds_table, top_images_table
 from unitscope.settings import DissectError, DissectSettings, Shard
 from unitscope.tally import TallyCounts
 from unitscope.thresholds import TopImages, TopK
@@ -36,7 +37,7 @@ def run_topk_stage(dataset: BrodenDataset, source: Source, layers: Sequence[str]
             arrays = {f"topk_{k}": v for k, v in s.topk.state().items()}
             write_npz({**arrays, "top_values": s.images.values, "top_indices": s.images.indices}, staging / "topk.npz")
             write_json(run.layer_meta(layer, s.topk.units, s.map_size), staging / "meta.json")
-            publish(staging, out_dir / layer)
+            publish_directory(staging, out_dir / layer)
         write_json(_part_info(run, "topk", shard, [s.images for s in state.values()]), out_dir / PART_FILE)
     return out_dir
 
@@ -81,7 +82,7 @@ def run_tally_stage(dataset: BrodenDataset, source: Source, layers: Sequence[str
                       "top_indices": s.top.indices, "top_maps": s.maps, "top_filled": s.filled}
             write_npz(arrays, staging / "tally.npz")
             write_json(metas[layer], staging / "meta.json")
-            publish(staging, out_dir / layer)
+            publish_directory(staging, out_dir / layer)
         part = _part_info(run, "tally", shard, [s.top for s in state.values()])
         part.update(label_names=label_names(dataset), primary=np.asarray(dataset.primary).tolist())
         write_json(part, out_dir / PART_FILE)
@@ -152,7 +153,7 @@ def merge(parts: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
                 write_csv(top_images_table(top, lambda i: image_paths[str(i)]), staging / "top_images.csv")
                 write_json(meta, staging / "meta.json")
                 written[layer] = out_dir / layer
-                publish(staging, written[layer])
+                publish_directory(staging, written[layer])
             elif stage == "tally":
                 counts = TallyCounts.from_arrays(files[0])
                 maps, filled = files[0]["top_maps"].copy(), files[0]["top_filled"].copy()

@@ -11,17 +11,9 @@ import numpy as np
 import pandas as pd
 
 from unitscope.broden.reader import BrodenDataset
-from unitscope.results import (
-    iou_table,
-    tally_table,
-    thresholds_table,
-    top_images_table,
-    write_csv,
-    write_json,
-    write_npy,
-)
+from unitscope.io import make_scratch, publish_directory, write_csv, write_json, write_npy
+from unitscope.results import iou_table, tally_table, thresholds_table, top_images_table
 from unitscope.settings import DissectError
-from unitscope.staging import make_scratch
 from unitscope.summary import summarize
 from unitscope.tally import TallyCounts
 from unitscope.thresholds import TopImages
@@ -47,13 +39,6 @@ def output_dir(out_dir: Path) -> Iterator[Path]:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def publish(staged: Path, target: Path) -> None:
-    """Move a finished directory into place, replacing an older one."""
-    if target.exists():
-        shutil.rmtree(target)
-    staged.rename(target)
-
-
 def image_paths(dataset: BrodenDataset):
     images = dataset.index["image"]
     return lambda i: str(images.iloc[i])
@@ -73,7 +58,7 @@ def write_layer(
     write_npy(maps, staging / "top_maps.npy")
     write_json(summarize(tally, meta["iou_threshold"], categories), staging / "summary.json")
     write_json(meta, staging / "meta.json")
-    publish(staging, target)
+    publish_directory(staging, target)
     return target
 
 

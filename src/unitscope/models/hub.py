@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from unitscope.broden.download import DownloadError, download_file
+from unitscope.download import DownloadError, download_file
 from unitscope.cache import CACHE_ENV, cache_dir
 
 

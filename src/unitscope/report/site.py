@@ -9,7 +9,6 @@ deterministic: the same inputs give a byte-identical site. Links are relative, d
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from unitscope import __version__
+from unitscope.cache import cache_dir
+from unitscope.io import staged_directory, write_text
 from unitscope.report import charts, pages
 from unitscope.summary import display_name
 from unitscope.report.collect import (
@@ -57,20 +58,16 @@ def vega_bundle() -> str:
     """Vega, Vega-Lite and vega-embed as one classic script defining ``window.vegaEmbed``.
 
     Bundling takes seconds, so the result is cached per vl-convert version under the user cache
-    directory (``$XDG_CACHE_HOME/unitscope``).
+    directory (:func:`unitscope.cache.cache_dir`).
     """
     import vl_convert
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unitscope"
-    path = cache / f"vega-bundle-{vl_convert.__version__}.js"
+    path = cache_dir() / f"vega-bundle-{vl_convert.__version__}.js"
     if path.is_file():
         return path.read_text(encoding="utf-8")
     bundle = vl_convert.javascript_bundle()
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_text(bundle, encoding="utf-8")
-        os.replace(partial, path)
+        write_text(bundle, path)
     except OSError:
         pass  # an unwritable cache only costs time
     return bundle
@@ -257,24 +254,8 @@ def build_site(
     for run in collection.runs:
         _check_maps(run, infos[run.slug])
 
-    tmp = out.with_name(f".{out.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_directory(out) as tmp:
         _build(collection, ref, citation_text, infos, data, Path(dataset), tmp, tile_height, workers)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
