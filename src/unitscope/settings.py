@@ -23,7 +23,8 @@ NORMALIZATIONS = ("imagenet", "caffe", "none")
 #: pass, the forward pass run again, or the cache when it fits the disk budget (docs/engine.md, Disk).
 CACHE_POLICIES = ("disk", "recompute", "auto")
 DEFAULT_CACHE_BUDGET_GB = 100.0
-#: Images of every Broden release (broden1_224, _227, _384; spec §1.1).
+#: Broden's releases (image sizes) and the images each holds (broden1_224, _227, _384; spec §1.1).
+BRODEN_VARIANTS = (224, 227, 384)
 BRODEN_IMAGES = 63_305
 
 

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from unitscope.settings import DISSECT_DEFAULTS
+
 #: The paper's IoU threshold for calling a unit a detector (strict ``>``).
-IOU_THRESHOLD = 0.04
+IOU_THRESHOLD = DISSECT_DEFAULTS.iou_threshold
 
 #: Columns every tally has, and the per-category column suffixes (spec §2.8).
 UNIT_COLUMNS: tuple[str, ...] = ("unit", "category", "label", "score")

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from unitscope.download import ChecksumError, DownloadError, download_file, sha256_of
 from unitscope.io import staged_directory
+from unitscope.settings import BRODEN_VARIANTS
 from unitscope.progress import progress
 
 #: The metadata files every complete Broden directory holds (spec §1.2).
@@ -46,7 +47,7 @@ class BrodenRelease:
 #: unreachable when this table was written): ``None`` means "compute and report at download".
 BRODEN_RELEASES: dict[int, BrodenRelease] = {
     size: BrodenRelease(size, f"http://netdissect.csail.mit.edu/data/broden1_{size}.zip")
-    for size in (224, 227, 384)
+    for size in BRODEN_VARIANTS
 }
 
 

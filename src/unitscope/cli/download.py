@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from unitscope.broden.download import BRODEN_RELEASES, ArchiveError, fetch_broden
-from unitscope.download import ChecksumError, DownloadError
+from unitscope.settings import BRODEN_VARIANTS
 
 
 def _sha256(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -24,7 +23,7 @@ def download() -> None:
 
 @download.command("broden")
 @click.option(
-    "--variant", required=True, type=click.Choice([str(v) for v in BRODEN_RELEASES]),
+    "--variant", required=True, type=click.Choice([str(v) for v in BRODEN_VARIANTS]),
     help="Image size: 227 for Caffe AlexNet-style models, 224 for the others, 384 for visualisation.",
 )
 @click.option(
@@ -46,6 +45,9 @@ def broden(variant: str, dest: Path, mirrors: tuple[str, ...], from_zip: Path | 
     Prints the dataset's path. The zip is verified, extracted into a temporary directory and renamed into
     place when complete; an existing complete dataset is left as it is.
     """
+    from unitscope.broden.download import ArchiveError, fetch_broden
+    from unitscope.download import ChecksumError, DownloadError
+
     if from_zip is not None and mirrors:
         raise click.UsageError("give either --from-zip or --mirror, not both")
     try:

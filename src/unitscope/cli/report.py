@@ -6,9 +6,6 @@ from pathlib import Path
 
 import click
 
-from unitscope.broden.reader import BrodenFormatError
-from unitscope.report.collect import ReportInputError
-from unitscope.summary import TallyFormatError
 
 
 @click.command("report")
@@ -33,7 +30,10 @@ from unitscope.summary import TallyFormatError
 def report(results: tuple[Path, ...], provenance: tuple[Path, ...], dataset: Path, out: Path,
            reference: Path | None, citation: Path | None, tile_size: int | None, workers: int | None) -> None:
     """Render a static report site (index, layers, units, concepts, comparisons) from RESULTS."""
+    from unitscope.broden.reader import BrodenFormatError
+    from unitscope.report.collect import ReportInputError
     from unitscope.report.site import build_site
+    from unitscope.summary import TallyFormatError
 
     if citation is None and Path("CITATION.cff").is_file():
         citation = Path("CITATION.cff")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from unitscope.summary import IOU_THRESHOLD, TallyFormatError, read_tally, summarize
+from unitscope.settings import DISSECT_DEFAULTS
 
 
 @click.command("summarize")
@@ -15,13 +15,15 @@ from unitscope.summary import IOU_THRESHOLD, TallyFormatError, read_tally, summa
 @click.option(
     "--iou-threshold",
     type=click.FloatRange(0.0, 1.0, max_open=True),
-    default=IOU_THRESHOLD,
+    default=DISSECT_DEFAULTS.iou_threshold,
     show_default=True,
     help="A unit is a detector when its best IoU is strictly greater than this.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary.json dict instead of a table.")
 def summarize_command(tally: Path, iou_threshold: float, as_json: bool) -> None:
     """Count detectors and unique detectors (both conventions) in TALLY (a NetDissect tally.csv)."""
+    from unitscope.summary import TallyFormatError, read_tally, summarize
+
     try:
         summary = summarize(read_tally(tally), iou_threshold)
     except TallyFormatError as error:

@@ -1,12 +1,11 @@
 """Models to dissect: spec registry, layer lookup, input normalisation, and the pipeline's ProbeCNN.
 
-``load_model(spec)`` resolves a model spec (``docs/cli.md``); importing this package registers the
-torchvision, Places365, EfficientNet-Lite0 and ProbeCNN models.
+``load_model(spec)`` resolves a model spec (``docs/cli.md``); the modules registering the torchvision,
+Places365, EfficientNet-Lite0 and ProbeCNN models are imported when a spec first needs them.
 """
 
 from __future__ import annotations
 
-from unitscope.models import places365, probecnn, zoo  # noqa: F401  (registration side effects)
 from unitscope.hooks import LayerError, resolve_layers
 from unitscope.models.layers import layer_shapes
 from unitscope.models.normalize import normalizer

@@ -77,6 +77,21 @@ class LoadedModel:
 
 _MODELS: dict[str, Callable[[], ModelEntry]] = {}
 _FAMILIES: dict[str, tuple[Callable[[], list[str]], Callable[[str], ModelEntry]]] = {}
+#: The modules that register the shipped models, by spec name or family, imported when a spec first needs
+#: them: torchvision takes a second to import, which a ``python:`` or ``probecnn`` spec should not pay.
+_PROVIDERS = {
+    "probecnn": "unitscope.models.probecnn",
+    "efficientnet-lite0": "unitscope.models.zoo",
+    "torchvision": "unitscope.models.zoo",
+    "places365": "unitscope.models.places365",
+}
+
+
+def _import_providers(name: str | None = None) -> None:
+    """Import the module registering ``name`` (a spec name or family), or every provider."""
+    modules = {_PROVIDERS[name]} if name in _PROVIDERS else set() if name else set(_PROVIDERS.values())
+    for module in sorted(modules):
+        importlib.import_module(module)
 
 
 def register_model(name: str) -> Callable[[Callable[[], ModelEntry]], Callable[[], ModelEntry]]:
@@ -96,6 +111,7 @@ def register_family(family: str, names: Callable[[], list[str]], entry: Callable
 
 def list_models() -> list[str]:
     """Every registered spec name (without weight tags), families expanded."""
+    _import_providers()
     names = list(_MODELS)
     for family, (family_names, _) in _FAMILIES.items():
         names += [f"{family}:{name}" for name in family_names()]
@@ -111,6 +127,7 @@ def resolve_entry(spec: str) -> tuple[ModelEntry, str | None]:
     """The registry entry of a ``[family:]name[@weights]`` spec and the weight tag it asks for."""
     base, _, tag = spec.partition("@")
     family, sep, name = base.partition(":")
+    _import_providers(family if sep else base)
     if sep:
         if family not in _FAMILIES:
             raise ModelSpecError(
