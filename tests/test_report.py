@@ -456,7 +456,7 @@ def test_each_rotation_point_is_one_run(tmp_path) -> None:
     """The unrotated run and the rotated α = 0 run are two runs of one point: the chart shows the rotated one,
     never their sum."""
     from unitscope.report.pages import rotation_rows
-    from unitscope.report.site import _compare_sections
+    from unitscope.report.dissection import _compare_sections
 
     dataset = make_dataset(tmp_path / "broden")
     results = tmp_path / "results"
@@ -475,3 +475,49 @@ def test_each_rotation_point_is_one_run(tmp_path) -> None:
     first = dict(zip(section["columns"], section["rows"][0]))
     assert first["alpha"] == "0" and int(first["object"]) == summary[0.0]["unique_per_category"]["per_category"]["object"]
     assert len(section["rows"]) == 2
+
+
+def test_a_new_kind_of_result_adds_its_section(tmp_path, monkeypatch) -> None:
+    """The section protocol: a result kind contributes a navigation link, its own page, a panel on the
+    dissection's unit pages and search rows, without any change to the dissection section."""
+    from unitscope.report import site as site_module
+    from unitscope.report.dissection import DissectionSection
+    from unitscope.report.sections import NavLink, Panel, Section
+
+    class Probes(Section):
+        kind = "toy-probe"
+
+        def __init__(self, directories, inputs) -> None:
+            super().__init__(directories, inputs)
+            self.scores = {json.loads((d / "meta.json").read_text())["unit"]: d for d in self.directories}
+
+        def nav(self):
+            return [NavLink("Toy probes", "toy/index.html", "toy")]
+
+        def write_pages(self, site, panels) -> None:
+            site.write("toy/index.html", f"<p>{len(self.scores)} toy results</p>")
+
+        def unit_panels(self, model, layer, unit):
+            return [Panel("Toy probe", "<p class='toy'>probed &amp; checked</p>")] if unit in self.scores else []
+
+        def search_rows(self):
+            return {"units": [["toy probe", "toynet · layer4", unit, 0.5, "toy/index.html"] for unit in self.scores]}
+
+    monkeypatch.setattr(site_module, "sections", lambda: {"dissection": DissectionSection, "toy-probe": Probes})
+    dataset = make_dataset(tmp_path / "broden", images=6)
+    make_results(tmp_path / "results", dataset, units=3, k=2)
+    (tmp_path / "toy" / "u2").mkdir(parents=True)
+    (tmp_path / "toy" / "u2" / "meta.json").write_text(json.dumps({"kind": "toy-probe", "unit": 2}))
+    site = build_site([tmp_path / "results", tmp_path / "toy"], dataset, tmp_path / "site", workers=1)
+    index = (site / "index.html").read_text()
+    assert '<a href="toy/index.html">Toy probes</a>' in index
+    assert index.index("Toy probes") < index.index(">Provenance<")  # the site's own link stays last
+    assert (site / "toy" / "index.html").read_text() == "<p>1 toy results</p>"
+    unit2 = (site / "toynet" / "layer4" / "unit-0002.html").read_text()
+    unit1 = (site / "toynet" / "layer4" / "unit-0001.html").read_text()
+    assert "<h2>Toy probe</h2>" in unit2 and "probed &amp; checked" in unit2 and "<h2>Toy probe</h2>" not in unit1
+    search = (site / "assets" / "search-index.js").read_text()
+    assert '["toy probe","toynet · layer4",2,0.5,"toy/index.html"]' in search
+    monkeypatch.setattr(site_module, "sections", lambda: {"dissection": DissectionSection})
+    with pytest.raises(ReportInputError, match="results of kind 'toy-probe' have no report section"):
+        build_site([tmp_path / "results", tmp_path / "toy"], dataset, tmp_path / "site2", workers=1)

@@ -236,6 +236,26 @@ def _run_slug(run: Run) -> str:
     return f"{slugify(run.model)}/{layer}"
 
 
+def result_directories(roots: Sequence[str | Path]) -> tuple[dict[str, list[Path]], list[Path]]:
+    """The result directories given (a root holding ``meta.json``) or found below ``roots``, by their
+    ``meta.json`` ``kind`` (results written before kinds existed are dissections), and the
+    ``provenance.json`` files found below the roots."""
+    by_kind: dict[str, list[Path]] = {}
+    provenance: list[Path] = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise ReportInputError(f"--results {root}: not a directory")
+        metas = sorted(root.rglob("meta.json"))
+        if not metas:
+            raise ReportInputError(f"--results {root}: no meta.json below it; point it at `unitscope dissect` output")
+        for meta_path in metas:
+            kind = _read_json(meta_path).get("kind", "dissection")
+            if meta_path.parent not in by_kind.get(kind, []):
+                by_kind.setdefault(kind, []).append(meta_path.parent)
+        provenance += [p for p in sorted(root.rglob("provenance.json")) if p not in provenance]
+    return by_kind, provenance
+
+
 def collect(roots: Sequence[str | Path], provenance_files: Sequence[str | Path] = ()) -> Collection:
     """Find and validate every result directory below ``roots`` (each holding ``meta.json``; a root may be one
     result directory), with the ``provenance.json`` files below them and the ``provenance_files`` given."""

@@ -1,56 +1,40 @@
-"""Build the static report site: collect results, render strips in parallel, write every page.
+"""Build the static report site from its sections: collect results by kind, let each section write its pages.
 
 The site is written to a temporary sibling directory and renamed into place when complete. Output is
 deterministic: the same inputs give a byte-identical site. Links are relative, data ships as
 ``<script>`` files and the Vega bundle is written once to ``assets/vega.js``, so the site works from
-``file://`` and under any sub-path of a web server.
+``file://`` and under any sub-path of a web server. Sections: :mod:`unitscope.report.sections`.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
-import pandas as pd
-from tqdm import tqdm
 
 from unitscope import __version__
 from unitscope.cache import cache_dir
 from unitscope.io import staged_directory, write_text
-from unitscope.report import charts, pages
+from unitscope.report import pages
+from unitscope.report.collect import ReportInputError, result_directories
+from unitscope.report.search import search_script
+from unitscope.report.sections import NavLink, Panels, Section, SiteInputs
 from unitscope.summary import display_name
-from unitscope.report.collect import (
-    RESULT_FILES,
-    Collection,
-    ReportInputError,
-    Run,
-    collect,
-    ordered_categories,
-)
-from unitscope.report.reference import Reference, load_reference
-from unitscope.progress import progress
-from unitscope.report.search import search_index
-from unitscope.report.strips import StripJob, StripRenderer, strip_width, tile_shape
 
 HERE = Path(__file__).parent
 ASSETS = ("style.css", "site.js")
-#: Units per strip-rendering task (small enough to balance, large enough to amortise the overhead).
-STRIP_CHUNK = 64
 SHORT = {"object": "obj", "material": "mat", "texture": "tex"}
-SETTINGS_KEYS = ("quantile", "quantile_level", "iou_threshold", "presence", "normalize", "top_k",
-                 "image_size", "map_size", "label_size", "rotation")
+#: The navigation link every site ends with (the provenance page).
+PROVENANCE = NavLink("Provenance", "provenance.html", "provenance")
 
 
-@dataclass(frozen=True)
-class StripSize:
-    width: int
-    height: int
-    units: frozenset[int]  # 1-based units that have a strip
+def sections() -> dict[str, type[Section]]:
+    """The section class of every result kind the report shows, in navigation order."""
+    from unitscope.report.dissection import DissectionSection
+
+    return {section.kind: section for section in (DissectionSection,)}
 
 
 @lru_cache(maxsize=1)
@@ -73,7 +57,7 @@ def vega_bundle() -> str:
     return bundle
 
 
-def _environment() -> jinja2.Environment:
+def _environment(nav: Sequence[NavLink]) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
@@ -84,7 +68,7 @@ def _environment() -> jinja2.Environment:
     env.globals.update(
         layer_path=pages.layer_path, unit_path=pages.unit_path, strip_path=pages.strip_path,
         concept_path=pages.concept_path, display=display_name, version=__version__,
-        short=lambda category: SHORT.get(category, category),
+        short=lambda category: SHORT.get(category, category), nav=list(nav),
     )
     return env
 
@@ -92,9 +76,9 @@ def _environment() -> jinja2.Environment:
 class SiteWriter:
     """Renders pages into ``root`` with links relative to each page."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, nav: Sequence[NavLink] = ()) -> None:
         self.root = root
-        self.env = _environment()
+        self.env = _environment(nav)
 
     def page(self, path: str, template: str, **context) -> None:
         prefix = "../" * path.count("/")
@@ -108,111 +92,6 @@ class SiteWriter:
         target.write_text(text, encoding="utf-8", newline="\n")
 
 
-def _check_dataset(collection: Collection, dataset) -> None:
-    """Fail early when the top images of the results are not the dataset's rows."""
-    images: dict[int, str] = {}
-    for run in collection.runs:
-        frame = run.top_images
-        for index, image in zip(frame["image_index"].tolist(), frame["image"].tolist()):
-            images.setdefault(int(index), str(image))
-    images_root = Path(dataset.root) / "images"
-    for index, image in sorted(images.items()):
-        if not 0 <= index < len(dataset):
-            raise ReportInputError(
-                f"top_images.csv: image_index {index} is outside --dataset {dataset.root} ({len(dataset)} images)"
-            )
-        found = Path(dataset.image_path(index))
-        if found != images_root / image:
-            raise ReportInputError(
-                f"top_images.csv: image_index {index} is {image!r} in the results but "
-                f"{found} in --dataset {dataset.root}; pass the dataset the results were computed on"
-            )
-
-
-def _strip_jobs(run: Run, infos: list[pages.UnitInfo], out: Path) -> list[StripJob]:
-    units = [u for u in infos if u.images]
-    jobs = []
-    for start in range(0, len(units), STRIP_CHUNK):
-        chunk = units[start : start + STRIP_CHUNK]
-        jobs.append(
-            StripJob(
-                top_maps=str(run.top_maps_path),
-                units=tuple(u.unit - 1 for u in chunk),
-                thresholds=tuple(u.threshold for u in chunk),
-                image_indices=tuple(tuple(i for i, _, _ in u.images) for u in chunk),
-                out_paths=tuple(str(out / pages.strip_path(run, u.unit)) for u in chunk),
-            )
-        )
-    return jobs
-
-
-def _check_maps(run: Run, infos: list[pages.UnitInfo]) -> None:
-    k = run.top_maps().shape[1]
-    deepest = max((len(u.images) for u in infos), default=0)
-    if deepest > k:
-        raise ReportInputError(f"{run.top_maps_path}: holds {k} maps per unit but top_images.csv ranks up to {deepest}")
-
-
-def _compare_sections(collection: Collection) -> list[dict]:
-    specs = [
-        ("rotation", "Rotated bases", pages.rotation_rows(collection), charts.rotation_chart, "alpha",
-         "Interpretability is not a property of the representation alone: rotating the basis of a layer "
-         "(α = 0 original units, α = 1 a random orthogonal basis) keeps its information but changes how many "
-         "units align with concepts.",
-         "Unique detectors per category against the rotation power α.",
-         "No run with a rotated basis (dissect with --rotation-alpha)."),
-        ("weights", "Trained vs untrained", pages.weights_rows(collection), charts.weights_chart, "weights",
-         "The same architecture with trained and with random (untrained) weights, grouped by their series tag.",
-         "Unique detectors per category for each value of the weights tag.",
-         "No series with both trained and untrained runs (tag runs with weights=trained/untrained and series=NAME)."),
-        ("iterations", "Over training", pages.iteration_rows(collection), charts.iteration_chart, "iteration",
-         "Checkpoints of one training run, tagged with their iteration.",
-         "Unique detectors per category over training iterations (logarithmic axis).",
-         "No run tagged with a training iteration (tag runs with iteration=N)."),
-    ]
-    sections = []
-    for key, title, rows, make, x, text, caption, empty in specs:
-        table = pd.DataFrame()
-        if not rows.empty:
-            repeated = rows[rows.duplicated(["group", x, "category"])]
-            if not repeated.empty:  # a point of the chart must come from one run, never a sum of several
-                group, value = repeated.iloc[0][["group", x]]
-                raise ReportInputError(f"two result directories give the {title.lower()} point {group}, {x} = {value}; "
-                                       "tag them apart (series=NAME) or leave one out")
-            table = rows.pivot(index=["group", x], columns="category", values="unique").fillna(0).astype(int)
-            table = table[ordered_categories(table.columns)].reset_index()
-        sections.append({
-            "id": key, "title": title, "text": text, "caption": caption, "empty": empty,
-            "spec": make(rows), "columns": list(table.columns),
-            "rows": [[_fmt(v) for v in r] for r in table.itertuples(index=False)],
-        })
-    return sections
-
-
-def _fmt(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _reference_context(reference: Reference | None) -> dict:
-    if reference is None:
-        return {"reference": None, "reference_rows": [], "reference_chart": None, "categories_ref": []}
-    figure = reference.figure
-    rows = []
-    for (network, layer), group in figure.groupby(["network", "layer"], sort=False):
-        unique = dict(zip(group["category"], group["unique"].astype(int)))
-        detectors = dict(zip(group["category"], group["detectors"].astype(int)))
-        rows.append({"network": network, "layer": layer, "unique": unique, "detectors": detectors.get("all", 0)})
-    per_category = figure[figure["category"] != "all"]
-    chart_rows = per_category.assign(network=per_category["network"] + " · " + per_category["layer"])
-    return {
-        "reference": reference,
-        "reference_rows": rows,
-        "reference_chart": charts.unique_detectors_bars(
-            chart_rows[["network", "category", "unique"]], "Unique detectors per network in the original release"),
-        "categories_ref": ordered_categories(per_category["category"]),
-    }
-
-
 def build_site(
     results: Sequence[str | Path],
     dataset: str | Path,
@@ -224,150 +103,40 @@ def build_site(
     workers: int | None = None,
     provenance: Sequence[str | Path] = (),
 ) -> Path:
-    """Render the report site for the result directories below ``results`` into ``out``.
+    """Render the report site for the result directories ``results`` (or below them) into ``out``.
 
     ``provenance``: ``provenance.json`` files to show besides those found below ``results``.
-
     ``tile_height``: pixel height of each image in the strips (default: half the image height, 112 for
     224-px Broden, an exact 2x reduction); ``workers``: strip-rendering processes (default: CPU count).
     """
-    from unitscope.broden.reader import BrodenDataset
-
-    out = Path(out)
-    collection = collect(results, provenance)
-    ref = load_reference(reference) if reference else None
     citation_text = None
     if citation:
         try:
             citation_text = Path(citation).read_text(encoding="utf-8")
         except OSError as exc:
             raise ReportInputError(f"--citation {citation}: cannot read ({exc})") from exc
-    data = BrodenDataset(dataset)
-    _check_dataset(collection, data)
-    tile_height = tile_height or max(16, data.image_size[0] // 2)
-    for run in collection.runs:
-        digest = (run.meta.get("dataset") or {}).get("index_sha256")
-        if digest and digest != data.index_sha256():
-            tqdm.write(f"warning: {run.path}/meta.json: dataset index_sha256 differs from --dataset {dataset}")
-
-    infos = {run.slug: pages.unit_infos(run) for run in collection.runs}
-    for run in collection.runs:
-        _check_maps(run, infos[run.slug])
-
+    by_kind, found = result_directories(results)
+    records = list({p.resolve(): p for p in [*map(Path, provenance), *found]}.values())
+    inputs = SiteInputs(Path(dataset), Path(reference) if reference else None, citation_text, tile_height, workers,
+                        records)
+    known = sections()
+    unknown = sorted(set(by_kind) - set(known))
+    if unknown:
+        raise ReportInputError(f"{by_kind[unknown[0]][0]}: results of kind {unknown[0]!r} have no report section "
+                               f"(kinds shown: {', '.join(known)})")
+    present = [known[kind](by_kind[kind], inputs) for kind in known if kind in by_kind]
+    nav = [link for section in present for link in section.nav()] + [PROVENANCE]
+    out = Path(out)
     with staged_directory(out) as tmp:
-        _build(collection, ref, citation_text, infos, data, Path(dataset), tmp, tile_height, workers)
+        site = SiteWriter(tmp, nav)
+        for name in ASSETS:
+            site.write(f"assets/{name}", (HERE / "assets" / name).read_text(encoding="utf-8"))
+        site.write("assets/vega.js", vega_bundle())
+        for section in present:
+            section.write_pages(site, Panels([other for other in present if other is not section]))
+        rows: dict[str, list] = {"concepts": [], "units": []}
+        for section in present:
+            for key, values in section.search_rows().items():
+                rows.setdefault(key, []).extend(values)
+        site.write("assets/search-index.js", search_script(rows))
     return out
-
-
-def _build(collection: Collection, reference: Reference | None, citation: str | None,
-           infos: dict[str, list[pages.UnitInfo]], data, dataset_root: Path, tmp: Path,
-           tile_height: int, workers: int | None) -> None:
-    site = SiteWriter(tmp)
-    for name in ASSETS:
-        site.write(f"assets/{name}", (HERE / "assets" / name).read_text(encoding="utf-8"))
-    site.write("assets/vega.js", vega_bundle())
-
-    # Strips are the slow part: worker processes render them while this process writes the pages.
-    strip_sizes: dict[str, StripSize] = {}
-    jobs: list[StripJob] = []
-    for run in collection.runs:
-        image_size = tuple(data.image_size)
-        k = max((len(u.images) for u in infos[run.slug]), default=0)
-        strip_sizes[run.slug] = StripSize(
-            width=strip_width(image_size, tile_height, k) if k else 0,
-            height=tile_shape(image_size, tile_height)[0],
-            units=frozenset(u.unit for u in infos[run.slug] if u.images),
-        )
-        (tmp / run.slug / "strips").mkdir(parents=True, exist_ok=True)
-        jobs += _strip_jobs(run, infos[run.slug], tmp)
-    with StripRenderer(dataset_root, tile_height, workers) as renderer:
-        renderer.submit(jobs)
-        _pages(site, collection, reference, citation, infos, strip_sizes, tmp)
-        with progress(total=sum(len(job.units) for job in jobs), desc="strips", unit="unit") as bar:
-            for count in renderer.results():
-                bar.update(count)
-
-
-def _pages(site: SiteWriter, collection: Collection, reference: Reference | None, citation: str | None,
-           infos: dict[str, list[pages.UnitInfo]], strip_sizes: dict[str, StripSize], tmp: Path) -> None:
-    concepts = pages.concepts(collection, infos)
-    concept_paths = {name: pages.concept_path(c) for name, c in concepts.items()}
-    rows = {run.slug: pages.run_row(run) for run in collection.runs}
-    categories = ordered_categories(c for run in collection.runs for c in run.categories)
-
-    # Index.
-    thresholds = sorted({run.iou_threshold for run in collection.runs})
-    site.page(
-        "index.html", "index.html", title="Network dissection report", section="index", charts=True,
-        rows=list(rows.values()), categories=categories, concept_count=len(concepts),
-        rotated=any(run.rotation for run in collection.runs),
-        total_units=sum(run.units for run in collection.runs), thresholds=" / ".join(f"{t:g}" for t in thresholds),
-        layer_chart=charts.interpretability_by_layer(pages.interpretability_rows(collection)),
-        unique_chart=charts.unique_detectors_bars(
-            pages.unique_rows(collection), "Unique detectors per model and layer, stacked by category"),
-        **_reference_context(reference),
-    )
-
-    # Layer and unit pages.
-    with progress(total=sum(run.units for run in collection.runs), desc="pages", unit="unit") as bar:
-        for run in collection.runs:
-            units = infos[run.slug]
-            bars = pages.concept_bars(units)
-            others = collection.rotations_of(run)
-            size = strip_sizes[run.slug]
-            crumbs_layer = [("Overview", "../../index.html"), (run.model, None), (run.layer, None)]
-            site.page(
-                pages.layer_path(run), "layer.html", title=run.title, charts=True, run=run, row=rows[run.slug],
-                bars=bars, bar_chart=charts.layer_bar_chart(bars, run.title), cards=pages.card_order(units, bars),
-                categories=run.categories, others=others, strip_w=size.width, strip_h=size.height,
-                data_dir=f"data/{run.slug}", crumbs=crumbs_layer, group_text=pages.group_text(bars),
-            )
-            numbers = [u.unit for u in units]
-            for position, info in enumerate(units):
-                ious = [iou for labels in info.best.values() for _, iou in labels]
-                site.page(
-                    pages.unit_path(run, info.unit), "unit.html", title=f"Unit {info.unit} · {run.title}",
-                    run=run, u=info, concept_paths=concept_paths, max_iou=max(ious, default=1.0) or 1.0,
-                    prev=numbers[position - 1] if position else None,
-                    next=numbers[position + 1] if position + 1 < len(numbers) else None,
-                    rotations=others, strip_w=size.width, strip_h=size.height,
-                    crumbs=[("Overview", "../../index.html"), (run.model, None),
-                            (run.layer, "index.html"), (f"unit {info.unit}", None)],
-                )
-                bar.update(1)
-
-    # Concept pages.
-    by_category: dict[str, list] = {}
-    for concept in concepts.values():
-        best = max((e.iou for e in concept.entries), default=0.0)
-        by_category.setdefault(concept.category, []).append((concept, best))
-        site.page(pages.concept_path(concept), "concept.html", title=f"{concept.display} ({concept.category})",
-                  section="concepts", concept=concept, strips=strip_sizes,
-                  crumbs=[("Overview", "../index.html"), ("Concepts", "index.html"), (concept.display, None)])
-    groups = [(c, sorted(by_category[c], key=lambda item: (-item[0].detectors, -item[1], item[0].name)))
-              for c in ordered_categories(by_category)]
-    site.page("concepts/index.html", "concepts.html", title="Concepts", section="concepts", groups=groups,
-              total=len(concepts), crumbs=[("Overview", "../index.html"), ("Concepts", None)])
-
-    site.page("compare.html", "compare.html", title="Comparisons", section="compare", charts=True,
-              sections=_compare_sections(collection))
-
-    # Provenance and downloads.
-    runs = []
-    for run in collection.runs:
-        files = []
-        for name in RESULT_FILES:
-            if name.endswith(".npy"):
-                continue
-            target = tmp / "data" / run.slug / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run.path / name, target)
-            files.append((name, f"data/{run.slug}/{name}"))
-        runs.append((run, files))
-    provenance = [(str(path.parent.name + "/" + path.name), json.dumps(record, indent=2, sort_keys=True))
-                  for path, record in collection.provenance]
-    site.page("provenance.html", "provenance.html", title="Provenance & citation", section="provenance",
-              runs=runs, settings_keys=SETTINGS_KEYS, provenance=provenance, citation=citation)
-
-    site.write("assets/search-index.js", search_index(
-        concepts, [(run, info) for run in collection.runs for info in infos[run.slug]]))
