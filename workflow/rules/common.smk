@@ -345,6 +345,10 @@ def dissect_options(wildcards) -> str:
     return " ".join(options)
 
 
+#: Every result directory the report shows and provenance records: each analysis's rule file adds its own.
+REPORT_RESULTS: list[str] = []
+
+
 def dissected() -> list[str]:
     """Every (run, layer) result directory of the config."""
     return [f"results/dissect/{run.name}/{layer}" for run in RUNS.values() for layer in run.layers]

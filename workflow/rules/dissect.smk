@@ -1,3 +1,6 @@
+REPORT_RESULTS.extend(dissected())
+
+
 # One forward pass per (source, shard) caches every layer; each (run, layer) is dissected from the cache. A source
 # whose cache the plan does not put on disk (config keys cache, cache_budget_gb) has no extract job: each of its
 # dissections runs the forward pass itself (docs/workflow.md, Disk).

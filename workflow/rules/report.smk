@@ -4,7 +4,7 @@
 rule provenance:
     input:
         datasets=report_datasets(),
-        results=dissected(),
+        results=REPORT_RESULTS,
         checkpoints=trained_models(),
     output:
         "results/dissect/provenance.json",
@@ -27,7 +27,7 @@ rule provenance:
 rule report:
     input:
         datasets=report_datasets(),
-        results=dissected(),
+        results=REPORT_RESULTS,
         provenance="results/dissect/provenance.json",
     output:
         directory("reports/site"),
