@@ -257,29 +257,20 @@ def result_directories(roots: Sequence[str | Path]) -> tuple[dict[str, list[Path
 
 
 def collect(roots: Sequence[str | Path], provenance_files: Sequence[str | Path] = ()) -> Collection:
-    """Find and validate every result directory below ``roots`` (each holding ``meta.json``; a root may be one
-    result directory), with the ``provenance.json`` files below them and the ``provenance_files`` given."""
+    """Validate the dissection result directories given as or found below ``roots``, with the
+    ``provenance.json`` files below them and the ``provenance_files`` given (each record once)."""
+    by_kind, found = result_directories(roots)
+    records = {path.resolve(): path for path in [*map(Path, provenance_files), *found]}
+    provenance = [(path, _read_json(path)) for path in records.values()]
     runs: list[Run] = []
-    provenance: list[tuple[Path, dict]] = [(Path(p), _read_json(Path(p))) for p in provenance_files]
     seen_dirs: set[Path] = set()
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            raise ReportInputError(f"--results {root}: not a directory")
-        metas = sorted(root.rglob("meta.json"))
-        if not metas:
-            raise ReportInputError(f"--results {root}: no meta.json below it; point it at `unitscope dissect` output")
-        for meta_path in metas:
-            directory = meta_path.parent.resolve()
-            if directory in seen_dirs:
-                continue
-            seen_dirs.add(directory)
-            meta = _read_json(meta_path)
-            _validate_meta(meta_path, meta)
-            runs.append(Run(path=meta_path.parent, meta=meta, summary=_read_json(meta_path.parent / "summary.json")))
-        for prov_path in sorted(root.rglob("provenance.json")):
-            if all(prov_path.resolve() != known.resolve() for known, _ in provenance):
-                provenance.append((prov_path, _read_json(prov_path)))
+    for directory in (d for directories in by_kind.values() for d in directories):
+        if directory.resolve() in seen_dirs:
+            continue
+        seen_dirs.add(directory.resolve())
+        meta = _read_json(directory / "meta.json")
+        _validate_meta(directory / "meta.json", meta)  # refuses kinds other than dissection
+        runs.append(Run(path=directory, meta=meta, summary=_read_json(directory / "summary.json")))
     runs.sort(key=lambda r: (natural_key(r.model), natural_key(r.layer), r.alpha, str(r.path)))
     slugs: dict[str, Run] = {}
     for run in runs:

@@ -116,9 +116,8 @@ def build_site(
         except OSError as exc:
             raise ReportInputError(f"--citation {citation}: cannot read ({exc})") from exc
     by_kind, found = result_directories(results)
-    records = list({p.resolve(): p for p in [*map(Path, provenance), *found]}.values())
     inputs = SiteInputs(Path(dataset), Path(reference) if reference else None, citation_text, tile_height, workers,
-                        records)
+                        [*map(Path, provenance), *found])
     known = sections()
     unknown = sorted(set(by_kind) - set(known))
     if unknown:
