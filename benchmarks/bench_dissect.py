@@ -160,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--model", default="efficientnet-lite0@imagenet")
-    parser.add_argument("--layer", default="_swish", help="default: EfficientNet-Lite0's last feature map, 1280×7×7")
+    parser.add_argument("--layer", default="_swish:1", help="default: EfficientNet-Lite0's last feature map, 1280×7×7 (its _swish runs twice: stem and head)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/unitscope-bench"))
