@@ -13,7 +13,7 @@ SNAKEMAKE = $(VENV)/bin/snakemake --workflow-profile workflow/profiles/default -
 .PHONY: setup report test test-latest lock browser clean
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r $(LOCK)
 	$(VENV)/bin/pip install -q --no-deps -e .

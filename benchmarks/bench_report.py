@@ -22,7 +22,7 @@ import pandas as pd
 
 from unitscope.probe.generate import generate
 from unitscope.report.site import build_site, vega_bundle
-from unitscope.results import write_json
+from unitscope.io import write_json
 from unitscope.summary import summarize
 
 CATEGORIES = ["color", "object", "part", "material", "scene", "texture"]

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from unitscope.options import TRAIN_ITERATIONS
+from unitscope.settings import TRAIN_ITERATIONS
 from unitscope.train import train_probecnn
 
 

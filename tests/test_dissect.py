@@ -434,3 +434,20 @@ def test_empty_selection_is_refused(tmp_path) -> None:
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "no image has data" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_hooks_come_off_a_model_when_a_dissection_fails(dataset, tmp_path, monkeypatch) -> None:
+    """Even while the failure's traceback is alive (pytest's excinfo holds it, as a notebook would), the
+    user's model runs whole again: the extraction was closed when the pass failed."""
+    from unitscope.tally import Tally
+
+    def failing(self, acts, seg):
+        raise RuntimeError("tally failed")
+
+    monkeypatch.setattr(Tally, "update", failing)
+    model = DyadicNet()
+    with pytest.raises(RuntimeError, match="tally failed") as excinfo:
+        dissect(dataset, model, ["mixed"], tmp_path / "out", _settings(cache="recompute"))
+    assert excinfo.traceback  # the frames stay referenced
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert model(torch.zeros(1, 3, IMAGE, IMAGE)).shape == (1, 6, 2, 2)

@@ -43,6 +43,19 @@ def _settings(batch_size: int, rotation: Rotation | None = None) -> DissectSetti
     return DissectSettings(quantile=0.05, batch_size=batch_size, top_k=4, rotation=rotation)
 
 
+def _whole_and_sharded(probe, model, tmp_path, settings: DissectSettings) -> None:
+    """One dissection into ``whole``, and the three-shard two-stage flow into ``merged``."""
+    dissect(probe, model, LAYERS, tmp_path / "whole", settings)
+    parts = [Shard(i, 3) for i in range(3)]
+    for shard in parts:
+        run_topk_stage(probe, model, LAYERS, tmp_path / f"topk{shard.index}", settings, shard)
+    merge([tmp_path / f"topk{s.index}" for s in parts], tmp_path / "thresholds")
+    for shard in parts:
+        run_tally_stage(probe, model, LAYERS, tmp_path / f"tally{shard.index}", settings, shard,
+                        tmp_path / "thresholds")
+    merge([tmp_path / f"tally{s.index}" for s in parts], tmp_path / "merged")
+
+
 def _assert_same_files(a, b) -> None:
     for layer in LAYERS:
         for name in FILES:
@@ -72,16 +85,7 @@ def test_shard_boundaries_fall_on_batch_multiples() -> None:
 
 @pytest.mark.parametrize("rotation", [None, Rotation(0.5, 1)], ids=["original", "rotated"])
 def test_sharded_forward_passes_equal_one_pass(probe, model, tmp_path, one_thread, rotation) -> None:
-    settings = _settings(4, rotation)
-    dissect(probe, model, LAYERS, tmp_path / "whole", settings)
-    parts = [Shard(i, 3) for i in range(3)]
-    for shard in parts:
-        run_topk_stage(probe, model, LAYERS, tmp_path / f"topk{shard.index}", settings, shard)
-    merge([tmp_path / f"topk{s.index}" for s in parts], tmp_path / "thresholds")
-    for shard in parts:
-        run_tally_stage(probe, model, LAYERS, tmp_path / f"tally{shard.index}", settings, shard,
-                        tmp_path / "thresholds")
-    merge([tmp_path / f"tally{s.index}" for s in parts], tmp_path / "merged")
+    _whole_and_sharded(probe, model, tmp_path, _settings(4, rotation))
     _assert_same_files(tmp_path / "whole", tmp_path / "merged")
 
 
@@ -119,3 +123,14 @@ def test_recomputing_the_forward_pass_gives_the_cached_results(probe, model, tmp
     runs = sorted(tmp_path.iterdir())
     for other in runs[1:]:
         _assert_same_files(runs[0], other)
+
+
+def test_unaligned_shard_boundaries_would_change_the_files(probe, model, tmp_path, one_thread, monkeypatch) -> None:
+    """The alignment is what makes the sharded test above pass: with boundaries at i·N//n (rows 0..4 end in a
+    batch of one image), the forward pass gives other bits and some result file differs."""
+    aligned = Shard.range
+    monkeypatch.setattr(Shard, "range", lambda self, n_images, align=1: aligned(self, n_images, 1))
+    _whole_and_sharded(probe, model, tmp_path, _settings(4))
+    differs = [(layer, name) for layer in LAYERS for name in FILES
+               if (tmp_path / "whole" / layer / name).read_bytes() != (tmp_path / "merged" / layer / name).read_bytes()]
+    assert differs

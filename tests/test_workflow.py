@@ -131,6 +131,7 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
     ("override", "key"),
     [
         ({"shards": "two"}, "shards"),
+        ({"shards": 2}, "shards`: 2 shards of the 4 images of dataset probe leave shard 0 empty"),
         ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "layer": ["x"]}}}, "'layer' was unexpected"),
         ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "rotation": {"layers": ["conv9"], "alphas": [1]}}}},
          "models.m.rotation.layers"),
@@ -205,7 +206,7 @@ def test_provenance_records_versions_checksums_and_seeds(tmp_path: Path, monkeyp
     # `sha256sum` lines of every file but hidden ones, sorted by relative path.
     listing = "".join(f"{sha(files[name])}  {name}\n" for name in sorted(files))
     assert dataset["content_sha256"] == sha(listing.encode()) and dataset["files"] == 3
-    assert record["weights"] == {"models": {"probecnn": "ab" * 32},
+    assert record["weights"] == {"results": {str(result): {"model_spec": "probecnn", "weights_sha256": "ab" * 32}},
                                  "checkpoints": {str(tmp_path / "models" / "checkpoint-4.pt"): sha(b"weights")}}
     environment = record["environment"]
     assert environment["lock_sha256"] == sha(lock.read_bytes())

@@ -9,6 +9,7 @@ from which the workflow plans its activation caches (:func:`unitscope.pipeline.p
 
 from __future__ import annotations
 
+import csv
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ def image_size(config: Mapping, entry: Mapping) -> int:
     datasets = config.get("datasets", {})
     name = entry.get("dataset") or (next(iter(datasets)) if len(datasets) == 1 else None)
     dataset = datasets.get(name, {})
+    if dataset.get("source") == "path":
+        index = Path(dataset["path"]) / "index.csv"
+        with open(index, newline="", encoding="utf-8") as handle:  # exists: the workflow checked it
+            row = next(csv.DictReader(handle), None)
+        return int(row["ih"]) if row and str(row.get("ih", "")).isdigit() else 224
     return int(dataset.get("size") or dataset.get("variant") or 224)
 
 
@@ -92,8 +98,8 @@ def _layer_values(name: str, entry: Mapping, size: int) -> dict[str, int]:
         return layer_sizes(module, entry["layers"], (size, size))
     except LayerError as error:
         raise _Problem(f"models.{name}.layers", str(error)) from None
-    except (RuntimeError, NotImplementedError):
-        return {}  # an operation the meta device lacks, or an input size the model refuses: its first job will tell
+    except Exception:  # noqa: BLE001 - an operation the meta device lacks, an input size the model refuses, a user
+        return {}  # model's own error: the size stays unknown and the model's first job reports the problem
 
 
 def _architecture(spec: str):

@@ -20,6 +20,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
 
 #: The lock file, relative to the repository root.
@@ -87,17 +88,23 @@ def lock_text(packages: dict[str, str], header: str) -> str:
 
 
 def read_lock(path: str | Path) -> dict[str, str]:
-    """``{canonical name: version}`` of a lock file (comments and markers ignored)."""
+    """``{canonical name: version}`` of the pins of a lock file that apply to this interpreter and platform
+    (a pin whose environment marker is false here, such as torch's CUDA libraries off Linux, is left out)."""
     pins = {}
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        requirement, _, _ = line.partition(";")
+        requirement, _, marker = line.partition(";")
         name, sep, version = requirement.strip().partition("==")
         if not sep or not name.strip() or not version.strip():
             raise ValueError(f"{path}:{number}: expected NAME==VERSION, got {line!r}")
-        pins[canonical(name.strip())] = version.strip()
+        try:
+            applies = Marker(marker).evaluate() if marker.strip() else True
+        except InvalidMarker as error:
+            raise ValueError(f"{path}:{number}: bad environment marker ({error})") from None
+        if applies:
+            pins[canonical(name.strip())] = version.strip()
     return pins
 
 

@@ -84,8 +84,9 @@ def ablate(units: Iterable[int]) -> Edit:
 
 
 def replace(value: torch.Tensor) -> Edit:
-    """An edit that replaces the output by ``value`` (broadcast to the output's shape)."""
-    return lambda output: value.to(output.device, output.dtype).expand_as(output)
+    """An edit that replaces the output by ``value`` (broadcast to the output's shape; a copy, so that later
+    in-place operations of the model change neither ``value`` nor each other's elements)."""
+    return lambda output: value.to(output.device, output.dtype).expand_as(output).clone()
 
 
 def rotate(matrix: torch.Tensor) -> Edit:
@@ -128,7 +129,7 @@ class Trace:
         self.outputs: dict[str, torch.Tensor] = {}
         self._modules = dict(zip(names, resolve_layers(model, names), strict=True))
         self._calls: dict[str, int] = {}  # calls of each hooked module in the current forward pass
-        self._seen_calls: dict[str, int] | None = None  # calls per module in the first complete forward pass
+        self._complete_pass = False  # a whole forward pass has run: how often each module runs is known
         self._handles: list = []
 
     def __enter__(self) -> Trace:
@@ -172,8 +173,7 @@ class Trace:
                 )
             if ref.call is not None and ref.call >= count:
                 raise LayerError(f"layer {name!r}: module {ref.module!r} is called {count} times per forward pass")
-        if self._seen_calls is None:
-            self._seen_calls = dict(self._calls)
+        self._complete_pass = True
 
     def _hook_for(self, module_name: str):
         def hook(_module: nn.Module, _inputs: object, output: object):
@@ -192,7 +192,7 @@ class Trace:
                     result = self.edits[name](_as_tensor(name, output if result is None else result))
                 if name in self.retained:
                     self.outputs[name] = self._keep(name, output if result is None else result)
-            if self.stop and self._seen_calls is not None and all(n in self.outputs for n in self.retained):
+            if self.stop and self._complete_pass and all(n in self.outputs for n in self.retained):
                 raise StopForward
             return result
 

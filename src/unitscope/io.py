@@ -37,6 +37,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide shared results from the user's group
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
@@ -74,6 +75,12 @@ def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
             np.savez(handle, **arrays)
 
     write_atomic(path, write)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _host() -> str:
@@ -123,6 +130,7 @@ def publish_directory(staged: Path, target: Path) -> None:
     if not target.exists():
         staged.rename(target)
         return
+    remove_stale(target.parent, f".{target.name}.old-")  # moved aside by a run killed between two renames
     old = target.with_name(f".{target.name}.old-{_host()}-{os.getpid()}")
     shutil.rmtree(old, ignore_errors=True)
     target.rename(old)

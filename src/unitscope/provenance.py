@@ -85,17 +85,17 @@ def environment_record(lock: str | Path = LOCK_FILE) -> dict[str, object]:
 
 
 def weights_record(results: Sequence[str | Path], checkpoints: Sequence[str | Path]) -> dict[str, object]:
-    """Model weights behind the results: ``weights_sha256`` per model spec (from each result's ``meta.json``)
-    and the sha256 of every checkpoint file (``*.pt``) in the given directories."""
-    models: dict[str, str | None] = {}
+    """Model weights behind the results: per result directory its ``model_spec`` and ``weights_sha256`` (from
+    its ``meta.json``), and the sha256 of every checkpoint file (``*.pt``) in the given directories."""
+    models: dict[str, dict[str, str | None]] = {}
     for directory in results:
         meta_path = Path(directory) / "meta.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} not found: {directory} is not a result directory")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        models.setdefault(str(meta.get("model_spec")), meta.get("weights_sha256"))
+        models[str(directory)] = {"model_spec": meta.get("model_spec"), "weights_sha256": meta.get("weights_sha256")}
     files = {str(path): sha256_of(path) for directory in checkpoints for path in sorted(Path(directory).glob("*.pt"))}
-    return {"models": dict(sorted(models.items())), "checkpoints": files}
+    return {"results": dict(sorted(models.items())), "checkpoints": files}
 
 
 def find_seeds(config: Mapping, prefix: str = "") -> dict[str, int]:

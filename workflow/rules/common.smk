@@ -195,7 +195,7 @@ def _plan_caches() -> dict[str, bool]:
     main process. Every process computes the same plan: cluster jobs parse this file again."""
     from unitscope.config_check import check_config
     from unitscope.pipeline import dataset_images, plan_caches
-    from unitscope.settings import format_bytes
+    from unitscope.settings import Shard, format_bytes
 
     check = check_config(config)
     if check.problems and workflow.is_main_process:
@@ -206,6 +206,12 @@ def _plan_caches() -> dict[str, bool]:
         images = dataset_images(config["datasets"][model_dataset(source.model)], config["max_images"])
         known = images is not None and all(layer in values for layer in source.layers)
         needs[source.name] = 4 * images * sum(values[layer] for layer in source.layers) if known else None
+    for name, dataset in config["datasets"].items():
+        images = dataset_images(dataset, config["max_images"])
+        empty = [i for i in range(SHARDS) if images is not None and not Shard(i, SHARDS).range(images, config["batch_size"])]
+        if empty and workflow.is_main_process:
+            raise config_error("shards", f"{SHARDS} shards of the {images} images of dataset {name} leave shard {empty[0]} "
+                               f"empty (shards split at multiples of batch_size {config['batch_size']}); use fewer shards")
     plan = plan_caches(needs, config["cache"], config["cache_budget_gb"] * 1e9)
     if workflow.is_main_process:
         on_disk = sum(need for name, need in needs.items() if plan[name] and need)

@@ -55,6 +55,8 @@ def layers(spec: str, arch: str | None, image_size: int, images: int) -> None:
         raise click.ClickException(
             f"{spec}: forward pass at {image_size} px failed ({error}); try another --image-size"
         ) from error
+    if not shapes:
+        raise click.ClickException(f"{spec}: no submodule returns a tensor; there is no layer to list")
     width = max(len(name) for name, _ in shapes)
     click.echo(f"{'layer':<{width}}  {'output shape':<20}  {'units':>5}  cache for {images} images")
     for name, shape in shapes:

@@ -6,7 +6,8 @@ images (``docs/engine.md``):
 1. **top-k pass**: activations of every requested layer (one forward pass serves all layers, or batches
    read from an activation cache) → optional rotation → per-unit :class:`~unitscope.thresholds.TopK`
    (exact quantile) and :class:`~unitscope.thresholds.TopImages`. With a model, the raw activations are
-   also written to a temporary float32 cache inside the output directory, so pass 2 needs no forward.
+   also written to a temporary float32 cache inside the output directory when the cache policy says so
+   (``DissectSettings.cache``), and pass 2 reads it; otherwise pass 2 runs the forward pass again.
 2. **tally pass**: cached activations + segmentations → rotation → :class:`~unitscope.tally.Tally`, and
    the raw maps of each unit's top images.
 

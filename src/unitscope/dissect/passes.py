@@ -71,8 +71,9 @@ def topk_pass(run: Run, cache_root: Path | None) -> dict[str, LayerTopK]:
     state: dict[str, LayerTopK] = {}
     seen = 0
     bar = progress(total=len(run.rows), desc="thresholds", unit="img")
+    batches = activation_batches(run)  # closed below, also on error: a model's hooks come off at once
     try:
-        for indices, raw in activation_batches(run):
+        for indices, raw in batches:
             if writer is not None:
                 writer.write(torch.from_numpy(indices), raw)
             for layer in run.layers:
@@ -94,6 +95,7 @@ def topk_pass(run: Run, cache_root: Path | None) -> dict[str, LayerTopK]:
             writer.abort()
         raise
     finally:
+        batches.close()
         bar.close()
     return state
 
@@ -126,8 +128,9 @@ def tally_pass(run: Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[str
         )
     seen = 0
     bar = progress(total=len(run.rows), desc="tally", unit="img")
+    batches = labelled_batches(run, caches)
     try:
-        for indices, raw, seg in labelled_batches(run, caches):
+        for indices, raw, seg in batches:
             for layer in run.layers:
                 acts = transform(raw[layer])
                 layer_state = state[layer]
@@ -141,6 +144,7 @@ def tally_pass(run: Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[str
             seen += len(indices)
             bar.update(len(indices))
     finally:
+        batches.close()
         bar.close()
     check_rows(seen, run)
     return state

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def activation_batches(run: Run, cache_dirs: Sequence[Path] | None = None):
     if cache_dirs is None and run.model is not None:
         loader = image_loader(run.dataset, list(run.rows), bs, run.settings.workers)
         stream = extract_batches(run.model.module, run.layers, loader, run.source_meta["normalize"], run.device)
-        return ((i.numpy(), acts) for i, acts in stream)  # already exactly run.rows, in batches of bs
+        return _with_numpy_indices(stream)  # already exactly run.rows, in batches of bs
     caches = list(cache_dirs if cache_dirs is not None else run.caches)
     per_layer = [read_cache_batches(caches, layer, bs) for layer in run.layers]
 
@@ -218,12 +219,21 @@ def check_rows(seen: int, run: Run) -> None:
 
 
 def labelled_batches(run: Run, cache_dirs: Sequence[Path] | None = None):
-    """``(indices, {layer: raw activations}, label batch)`` over ``run.rows`` in image order."""
+    """``(indices, {layer: raw activations}, label batch)`` over ``run.rows`` in image order. Close it (or
+    exhaust it) to release the model's hooks."""
     segmentations = segmentation_loader(run.dataset, list(run.rows), run.settings.batch_size, run.settings.workers)
-    for (indices, raw), seg in zip(activation_batches(run, cache_dirs), segmentations):
-        if not np.array_equal(np.asarray(seg.indices), indices):
-            raise DissectError(
-                f"the activations start at image {indices[0]} where the dataset rows start at "
-                f"{int(seg.indices[0])}; give caches that hold every dissected row"
-            )
-        yield indices, raw, seg
+    with closing(activation_batches(run, cache_dirs)) as batches:
+        for (indices, raw), seg in zip(batches, segmentations):
+            if not np.array_equal(np.asarray(seg.indices), indices):
+                raise DissectError(
+                    f"the activations start at image {indices[0]} where the dataset rows start at "
+                    f"{int(seg.indices[0])}; give caches that hold every dissected row"
+                )
+            yield indices, raw, seg
+
+
+def _with_numpy_indices(stream):
+    """The model's batches with numpy indices; closing this closes the extraction (its hooks come off)."""
+    with closing(stream):
+        for indices, activations in stream:
+            yield indices.numpy(), activations

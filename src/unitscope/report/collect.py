@@ -245,15 +245,21 @@ def result_directories(roots: Sequence[str | Path]) -> tuple[dict[str, list[Path
     for root in map(Path, roots):
         if not root.is_dir():
             raise ReportInputError(f"--results {root}: not a directory")
-        metas = sorted(root.rglob("meta.json"))
+        metas = [m for m in sorted(root.rglob("meta.json")) if not _hidden(m.relative_to(root))]
         if not metas:
             raise ReportInputError(f"--results {root}: no meta.json below it; point it at `unitscope dissect` output")
         for meta_path in metas:
             kind = _read_json(meta_path).get("kind", "dissection")
             if meta_path.parent not in by_kind.get(kind, []):
                 by_kind.setdefault(kind, []).append(meta_path.parent)
-        provenance += [p for p in sorted(root.rglob("provenance.json")) if p not in provenance]
+        provenance += [p for p in sorted(root.rglob("provenance.json"))
+                       if p not in provenance and not _hidden(p.relative_to(root))]
     return by_kind, provenance
+
+
+def _hidden(path: Path) -> bool:
+    """Inside a hidden directory: work in progress or left by an interrupted run (``unitscope.io``)."""
+    return any(part.startswith(".") for part in path.parts[:-1])
 
 
 def collect(roots: Sequence[str | Path], provenance_files: Sequence[str | Path] = ()) -> Collection:

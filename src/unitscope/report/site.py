@@ -123,6 +123,9 @@ def build_site(
     if unknown:
         raise ReportInputError(f"{by_kind[unknown[0]][0]}: results of kind {unknown[0]!r} have no report section "
                                f"(kinds shown: {', '.join(known)})")
+    if "dissection" not in by_kind:  # its section writes the overview and provenance pages every site links to
+        raise ReportInputError(f"--results {', '.join(map(str, results))}: no dissection results; the report shows "
+                               "other analyses beside a dissection")
     present = [known[kind](by_kind[kind], inputs) for kind in known if kind in by_kind]
     nav = [link for section in present for link in section.nav()] + [PROVENANCE]
     out = Path(out)
