@@ -298,3 +298,24 @@ def test_python_models_initialised_at_random_are_the_same_every_time(tmp_path, m
     assert torch.equal(torch.random.get_rng_state(), state)
     torch.manual_seed(456)
     assert torch.equal(load_model("python:random_net:build").module.weight, first)
+
+
+def test_layers_know_their_last_operation(capsys) -> None:
+    """Post-activation layers (a privileged basis) are told apart from linear ones (spec §3)."""
+    from unitscope.models.layers import layer_info, warn_linear_layers
+
+    probe = {info.name: info for info in layer_info(load_model("probecnn").module, (64, 64))}
+    assert (probe["conv4"].last_operation, probe["conv4"].nonlinear) == ("ReLU", True)  # conv, BN, ReLU block
+    assert (probe["conv4.0"].last_operation, probe["conv4.0"].nonlinear) == ("Conv2d", False)
+    assert (probe["pool3"].last_operation, probe["pool3"].nonlinear) == ("MaxPool2d", True)  # per channel
+    effnet = {info.name: info for info in layer_info(load_model("efficientnet-lite0").module, (64, 64))}
+    # A block's output is its projection's batch norm (plus the residual): a linear bottleneck.
+    assert (effnet["_blocks.10"].last_operation, effnet["_blocks.10"].nonlinear) == ("BatchNorm2d", False)
+    assert (effnet["_blocks.10._swish:1"].last_operation, effnet["_blocks.10._swish:1"].nonlinear) == ("ReLU6", True)
+    # A subclass of nn.Conv2d is the operation itself, not the padding module it calls first.
+    assert effnet["_conv_head"].last_operation == "Conv2dStaticSamePadding" and not effnet["_conv_head"].nonlinear
+    capsys.readouterr()
+    linear = warn_linear_layers(load_model("efficientnet-lite0").module, ["_blocks.4", "_blocks.4._swish:1"], (64, 64))
+    assert linear == ["_blocks.4"]
+    err = capsys.readouterr().err
+    assert "layer _blocks.4 ends in BatchNorm2d, a linear operation" in err and "_swish:1" not in err

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from unitscope import __version__
 from unitscope.cli import download, engine, models, probe, report, summary
 
 
-#: Exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+#: Exit statuses of a command stopped by Ctrl-C (128 + SIGINT) or by a closed pipe (128 + SIGPIPE).
 INTERRUPTED = 130
+BROKEN_PIPE = 141
 
 
 class _Commands(click.Group):
@@ -21,6 +25,9 @@ class _Commands(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(INTERRUPTED) from None
+        except BrokenPipeError:  # the reader of stdout left (`unitscope layers ... | head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(BROKEN_PIPE) from None
         except OSError as error:
             raise click.ClickException(str(error)) from None
 

@@ -44,25 +44,29 @@ def _load(spec: str, arch: str | None, param_hint: str = "'--model'") -> LoadedM
 @click.option("--images", type=click.IntRange(min=1), default=BRODEN_IMAGES, show_default=True,
               help="Images the cache column is computed for (default: all of Broden).")
 def layers(spec: str, arch: str | None, image_size: int, images: int) -> None:
-    """List the layers of model SPEC with their output shape for one image, and the float32 activation cache
-    each needs for --images images (docs/engine.md, Disk)."""
-    from unitscope.models import layer_shapes
+    """List the layers of model SPEC: output shape for one image, the last operation in each (``*`` marks a
+    nonlinearity: a post-activation layer, the kind to dissect), and the float32 activation cache each needs
+    for --images images (docs/models.md, docs/engine.md)."""
+    from unitscope.models.layers import layer_info
 
     model = _load(spec, arch, param_hint="'SPEC'")
     try:
-        shapes = layer_shapes(model.module, (image_size, image_size))
+        infos = layer_info(model.module, (image_size, image_size))
     except RuntimeError as error:
         raise click.ClickException(
             f"{spec}: forward pass at {image_size} px failed ({error}); try another --image-size"
         ) from error
-    if not shapes:
+    if not infos:
         raise click.ClickException(f"{spec}: no submodule returns a tensor; there is no layer to list")
-    width = max(len(name) for name, _ in shapes)
-    click.echo(f"{'layer':<{width}}  {'output shape':<20}  {'units':>5}  cache for {images} images")
-    for name, shape in shapes:
-        cache = 4 * images * math.prod(shape)
-        click.echo(f"{name:<{width}}  {'×'.join(map(str, shape)):<20}  {shape[0] if shape else 1:>5}  "
-                   f"{format_bytes(cache)}")
+    width = max(len(info.name) for info in infos)
+    last = max(len(info.last_operation) for info in infos) + 2
+    click.echo(f"{'layer':<{width}}  {'output shape':<20}  {'units':>5}  {'last operation':<{last}}  "
+               f"cache for {images} images")
+    for info in infos:
+        operation = info.last_operation + (" *" if info.nonlinear else "")
+        click.echo(f"{info.name:<{width}}  {'×'.join(map(str, info.shape)):<20}  "
+                   f"{info.shape[0] if info.shape else 1:>5}  {operation:<{last}}  "
+                   f"{format_bytes(4 * images * math.prod(info.shape))}")
 
 
 @click.command("extract")
@@ -89,6 +93,7 @@ def extract(
     from unitscope.broden.loaders import image_loader
     from unitscope.broden.reader import BrodenDataset
     from unitscope.models import LayerError, resolve_layers
+    from unitscope.models.layers import warn_linear_layers
 
     model = _load(spec, arch)
     try:
@@ -107,6 +112,7 @@ def extract(
             "use fewer shards or a smaller batch size", param_hint="'--shard'"
         )
     normalize = normalize or model.default_normalize
+    warn_linear_layers(model.module, list(layer_names), tuple(dataset.image_size))
     info = dataset.record(n_images)
     batches = image_loader(dataset, rows, batch_size, workers)
     try:

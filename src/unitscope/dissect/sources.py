@@ -24,6 +24,7 @@ from unitscope.activations import extract_batches, layer_sizes, read_cache_batch
 from unitscope.broden.loaders import image_loader, segmentation_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.models import LoadedModel, load_model, normalizer, resolve_layers
+from unitscope.models.layers import warn_linear_layers
 from unitscope.settings import DissectError, DissectSettings, Shard, resolve_device
 
 #: ``kind`` and ``schema_version`` of a dissection's ``meta.json`` (docs/outputs.md).
@@ -111,6 +112,7 @@ def prepare(
             normalizer(normalize)  # validates the name
         except ValueError as error:
             raise DissectError(str(error)) from None
+        warn_linear_layers(source.module, list(layers), tuple(dataset.image_size))
         meta = {"model": source.name, "model_spec": source.spec, "weights_sha256": source.weights_sha256(),
                 "normalize": normalize}
         return Run(dataset, list(layers), settings, source, [], images, rows, meta)
