@@ -114,3 +114,15 @@ def test_cache_plan_fits_the_budget_smallest_first() -> None:
     assert plan_caches(needs, "auto", 69) == {"big": False, "small": True, "mid": True, "unknown": True, "mid2": False}
     assert set(plan_caches(needs, "disk", 0).values()) == {True}
     assert set(plan_caches(needs, "recompute", 1e12).values()) == {False}
+
+
+def test_result_files_get_the_umask_s_permissions(tmp_path: Path) -> None:
+    """Atomic writes go through mkstemp (mode 0600); results on a shared filesystem must stay readable."""
+    from unitscope.io import write_json
+
+    mask = os.umask(0o022)
+    try:
+        write_json({"a": 1}, tmp_path / "meta.json")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "meta.json").stat().st_mode & 0o777 == 0o644
