@@ -172,7 +172,10 @@ class Trace:
                     + ", ".join(f"{name}:{i}" for i in range(count))
                 )
             if ref.call is not None and ref.call >= count:
-                raise LayerError(f"layer {name!r}: module {ref.module!r} is called {count} times per forward pass")
+                times = {0: "never", 1: "once"}.get(count, f"{count} times")
+                raise LayerError(f"layer {name!r}: module {ref.module!r} runs {times} per forward pass; "
+                                 + (f"name a call from {ref.module}:0 to {ref.module}:{count - 1}" if count > 1
+                                    else f"name it {ref.module}"))
         self._complete_pass = True
 
     def _hook_for(self, module_name: str):
