@@ -439,12 +439,12 @@ def test_empty_selection_is_refused(tmp_path) -> None:
 def test_hooks_come_off_a_model_when_a_dissection_fails(dataset, tmp_path, monkeypatch) -> None:
     """Even while the failure's traceback is alive (pytest's excinfo holds it, as a notebook would), the
     user's model runs whole again: the extraction was closed when the pass failed."""
-    from unitscope.tally import Tally
+    from unitscope.dissect import passes
 
-    def failing(self, acts, seg):
+    def failing(tallies, acts, batches):
         raise RuntimeError("tally failed")
 
-    monkeypatch.setattr(Tally, "update", failing)
+    monkeypatch.setattr(passes, "update_tallies", failing)
     model = DyadicNet()
     with pytest.raises(RuntimeError, match="tally failed") as excinfo:
         dissect(dataset, model, ["mixed"], tmp_path / "out", _settings(cache="recompute"))

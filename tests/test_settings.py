@@ -21,7 +21,7 @@ def _option(command: str, name: str) -> click.Option:
 
 def test_dissect_defaults_agree() -> None:
     dissect = SCHEMA["properties"]["dissect"]["properties"]
-    for key in ("quantile", "netdissect_level", "iou_threshold", "presence", "top_k"):
+    for key in ("quantile", "netdissect_level", "iou_threshold", "presence", "top_k", "null_permutations", "null_seed"):
         assert dissect[key]["default"] == getattr(DISSECT_DEFAULTS, key), key
     assert SCHEMA["properties"]["batch_size"]["default"] == DISSECT_DEFAULTS.batch_size
     # The command line reads DISSECT_DEFAULTS itself; the schema cannot, so these comparisons hold them together.

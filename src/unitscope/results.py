@@ -72,6 +72,24 @@ def iou_table(
     return order.reset_index(drop=True)
 
 
+def null_table(
+    levels: np.ndarray, ious: np.ndarray, names: Sequence[str], primary: np.ndarray, categories: Sequence[str]
+) -> pd.DataFrame:
+    """``null.csv``: per label of a selected category, its null level and the largest and mean null IoU
+    over units and permutations (``ious`` (R, units, L+1), :mod:`unitscope.dissect.null`)."""
+    label = np.flatnonzero(np.asarray(primary) >= 0)
+    return pd.DataFrame(
+        {
+            "number": label,
+            "label": np.asarray(names, dtype=object)[label],
+            "category": np.asarray(categories, dtype=object)[primary[label]],
+            "level": levels[label],
+            "max": ious[:, :, label].max(axis=(0, 1)),
+            "mean": ious[:, :, label].mean(axis=(0, 1)),
+        }
+    )
+
+
 def thresholds_table(thresholds: np.ndarray) -> pd.DataFrame:
     """``thresholds.csv``; float32 thresholds are written as the shortest float64 repr (exact round trip)."""
     return pd.DataFrame({"unit": np.arange(1, len(thresholds) + 1), "threshold": np.asarray(thresholds, np.float64)})

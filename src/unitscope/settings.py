@@ -119,6 +119,8 @@ class DissectSettings:
     normalize: str | None = None  # None: the model's default
     max_images: int | None = None
     rotation: Rotation | None = None
+    null_permutations: int = 0  # permutations of the significance null (0: none; dissect/null.py)
+    null_seed: int = 0
     name: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -145,6 +147,8 @@ class DissectSettings:
             raise DissectError(f"--cache-budget must be at least 0 GB, got {self.cache_budget_gb}")
         if self.max_images is not None and self.max_images < 1:
             raise DissectError(f"--max-images must be at least 1, got {self.max_images}")
+        if self.null_permutations < 0:
+            raise DissectError(f"--null-permutations must be at least 0, got {self.null_permutations}")
         if self.rotation is not None and not 0.0 <= self.rotation.alpha <= 1.0:
             raise DissectError(f"--rotation-alpha must lie in [0, 1], got {self.rotation.alpha}")
         try:

@@ -16,7 +16,7 @@ differently from ``category.csv``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -91,7 +91,10 @@ def read_tally(path: str | Path) -> pd.DataFrame:
 
 
 def summarize(
-    tally: pd.DataFrame, iou_threshold: float = IOU_THRESHOLD, categories: Sequence[str] | None = None
+    tally: pd.DataFrame,
+    iou_threshold: float = IOU_THRESHOLD,
+    categories: Sequence[str] | None = None,
+    levels: Mapping[str, float] | None = None,
 ) -> dict:
     """Detector and unique-detector counts of one layer: the ``summary.json`` dict (docs/outputs.md).
 
@@ -99,6 +102,9 @@ def summarize(
     own, in column order). With a strict subset, each unit's top label is re-chosen among the selected
     categories (first in ``categories`` order on ties); with all of them the tally's own
     ``category``/``label``/``score`` columns are used as written.
+
+    ``levels`` (label name → null level, :mod:`unitscope.dissect.null`) adds the same counts under
+    ``"significant"``, where a unit counts only when its IoU also beats its label's null level.
     """
     available = tally_categories(tally)
     categories = list(available if categories is None else categories)
@@ -107,23 +113,31 @@ def summarize(
         raise ValueError(f"category {unknown[0]!r} is not in the tally (it has {', '.join(available)})")
     if not categories:
         raise ValueError("no categories to summarize")
-    top_category, top_label, score = _top_labels(tally, categories, available)
+    summary = {"units": int(len(tally)), "iou_threshold": float(iou_threshold),
+               **_counts(tally, categories, available, lambda label, iou: iou > iou_threshold)}
+    if levels is not None:
+        level = lambda labels: labels.map(lambda name: levels.get(name, 0.0)).astype(float)  # noqa: E731
+        summary["significant"] = _counts(
+            tally, categories, available, lambda labels, iou: (iou > iou_threshold) & (iou > level(labels)))
+    return summary
 
-    detector = score > iou_threshold
+
+def _counts(tally: pd.DataFrame, categories: list[str], available: list[str], passes) -> dict:
+    """The counts of :func:`summarize`, with ``passes(labels, ious)`` deciding which (unit, label) count."""
+    top_category, top_label, score = _top_labels(tally, categories, available)
+    detector = passes(top_label, score)
     top_category, top_label = top_category[detector], top_label[detector]
     detectors_per_category: dict[str, int] = {}
     unique_per_category: dict[str, int] = {}
     top_detectors: dict[str, int] = {}
     top_unique: dict[str, int] = {}
     for k in categories:
-        k_detector = tally[f"{k}-iou"] > iou_threshold
+        k_detector = passes(tally[f"{k}-label"], tally[f"{k}-iou"])
         detectors_per_category[k] = int(k_detector.sum())
         unique_per_category[k] = _distinct(tally.loc[k_detector, f"{k}-label"])
         top_detectors[k] = int((top_category == k).sum())
         top_unique[k] = _distinct(top_label[top_category == k])
     return {
-        "units": int(len(tally)),
-        "iou_threshold": float(iou_threshold),
         "detectors": int(detector.sum()),
         "detectors_per_category": detectors_per_category,
         "unique_top_label": {"all": _distinct(top_label), "per_category": top_unique},

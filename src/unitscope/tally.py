@@ -23,7 +23,7 @@ category never count anywhere:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -288,7 +288,10 @@ class Tally:
 
     def update(self, acts: torch.Tensor, batch: SegmentationBatch) -> None:
         """Count one batch: activations (B, units, h, w) and the batch's segmentations."""
-        acts = acts.to(device=self.device, dtype=torch.float32)
+        update_tallies([self], acts, [batch])
+
+    def _labels(self, acts: torch.Tensor, batch: SegmentationBatch) -> _BatchLabels:
+        """Count the ground truth of one label batch and return it in the form the mask counts need."""
         ids = batch.combination_ids.to(device=self.device)
         labels = batch.combination_labels.to(device=self.device, dtype=torch.int64)  # (B, C, D)
         pixels = batch.combination_pixels.to(device=self.device)
@@ -306,32 +309,10 @@ class Tally:
         image_present = self._present(image_labels)  # (B, C) from image-level labels
         if self.presence == "image":
             image_present |= self._present(labels.reshape(len(labels), -1))  # padding is label 0: no category
+        return _BatchLabels(ids, labels, image_labels, image_present, size)
 
-        grid = _grid(tuple(acts.shape[2:]), size, self.device)
-        tiles = grid.layout(ids)
-        # resampled values never exceed the map's maximum (Bilinear clamps), so other pairs have empty masks
-        pair_image, pair_unit = (acts.amax(dim=(2, 3)) > self.thresholds).nonzero(as_tuple=True)
-        chunk = max(1, self.max_elements // (acts.shape[2] * acts.shape[3] + labels.shape[1]))
-        for start in range(0, len(pair_image), chunk):
-            image, unit = pair_image[start : start + chunk], pair_unit[start : start + chunk]
-            maps = acts.flatten(0, 1).index_select(0, image * units + unit)
-            combinations = self._combinations_under_masks(grid, maps, self.thresholds[unit], tiles, image,
-                                                          labels.shape[1])
-            self._count_pairs(combinations, labels, image_labels, image_present, image, unit)
-
-    def _combinations_under_masks(self, grid: Bilinear, maps: torch.Tensor, thresholds: torch.Tensor,
-                                  tiles: torch.Tensor, image: torch.Tensor, count: int) -> torch.Tensor:
-        """(P, C) int64: how many pixels of each label combination of its image lie under each pair's mask."""
-        pairs = len(image)
-        counts = torch.zeros(pairs * count + 1, dtype=torch.int64, device=self.device)
-        for pair, tile_y, tile_x, mask in grid.mask_tiles(maps, thresholds, self.max_elements):
-            ids = tiles.index_select(0, (image[pair] * grid.tiles[0] + tile_y) * grid.tiles[1] + tile_x)
-            # key 1 + pair · C + id inside the mask, 0 outside; int32 (pairs · C < max_elements) halves the traffic
-            keys = (ids + (pair * count + 1).int()[:, None]) * mask.T
-            counts += torch.bincount(keys.reshape(-1), minlength=len(counts))
-        return counts[1:].view(pairs, count)
-
-    def _count_pairs(self, combinations, labels, image_labels, image_present, image, unit) -> None:
+    def _count_pairs(self, combinations, batch: _BatchLabels, image, unit) -> None:
+        labels, image_labels = batch.labels, batch.image_labels
         size_of_mask = combinations.sum(dim=1)  # |M_u(x)|
         self._activation.index_add_(0, unit, size_of_mask)
         pair, combination = combinations.nonzero(as_tuple=True)
@@ -343,7 +324,7 @@ class Tally:
         weights = size_of_mask[:, None].expand_as(image_keys)
         self._intersect.index_add_(0, image_keys.reshape(-1), weights.reshape(-1))
 
-        present = image_present[image]
+        present = batch.image_present[image]
         if self.presence == "mask":
             buckets = self.categories + 1
             found = torch.bincount((pair[:, None] * buckets + self._category[under]).reshape(-1),
@@ -368,3 +349,51 @@ class Tally:
             self._activation.cpu().numpy(),
             self._images,
         )
+
+
+@dataclass(frozen=True)
+class _BatchLabels:
+    """One label batch on a tally's device: combination ids (B, sh, sw), their labels (B, C, D), image-level
+    labels (B, K) and the categories present in each image (B, categories)."""
+
+    ids: torch.Tensor
+    labels: torch.Tensor
+    image_labels: torch.Tensor
+    image_present: torch.Tensor
+    size: tuple[int, int]
+
+
+def update_tallies(tallies: Sequence[Tally], acts: torch.Tensor, batches: Sequence[SegmentationBatch]) -> None:
+    """Count one batch of activations (B, units, h, w) into several tallies, each with its own label batch
+    (the permutation null pairs the same activations with other images' labels, :mod:`unitscope.dissect.null`).
+
+    The tallies share thresholds, labels and device; the masks M_u(x) are computed once for all of them.
+    """
+    first = tallies[0]
+    acts = acts.to(device=first.device, dtype=torch.float32)
+    labelled = [tally._labels(acts, batch) for tally, batch in zip(tallies, batches, strict=True)]
+    sizes = {batch.size for batch in labelled}
+    if len(sizes) != 1:
+        raise ValueError(f"label batches of different sizes {sorted(sizes)} cannot share masks")
+    grid = _grid(tuple(acts.shape[2:]), labelled[0].size, first.device)
+    tiles = [grid.layout(batch.ids) for batch in labelled]
+    units = acts.shape[1]
+    # resampled values never exceed the map's maximum (Bilinear clamps), so other pairs have empty masks
+    pair_image, pair_unit = (acts.amax(dim=(2, 3)) > first.thresholds).nonzero(as_tuple=True)
+    most = max(batch.labels.shape[1] for batch in labelled)  # label combinations of an image
+    chunk = max(1, first.max_elements // (acts.shape[2] * acts.shape[3] + most))
+    for start in range(0, len(pair_image), chunk):
+        image, unit = pair_image[start : start + chunk], pair_unit[start : start + chunk]
+        maps = acts.flatten(0, 1).index_select(0, image * units + unit)
+        counts = [torch.zeros(len(image) * batch.labels.shape[1] + 1, dtype=torch.int64, device=first.device)
+                  for batch in labelled]
+        for pair, tile_y, tile_x, mask in grid.mask_tiles(maps, first.thresholds[unit], first.max_elements):
+            rows = (image[pair] * grid.tiles[0] + tile_y) * grid.tiles[1] + tile_x
+            for total, batch_tiles, batch in zip(counts, tiles, labelled):
+                ids = batch_tiles.index_select(0, rows)
+                # key 1 + pair · C + id inside the mask, 0 outside; int32 (pairs · C < max_elements) halves traffic
+                keys = (ids + (pair * batch.labels.shape[1] + 1).int()[:, None]) * mask.T
+                total += torch.bincount(keys.reshape(-1), minlength=len(total))
+        for tally, total, batch in zip(tallies, counts, labelled):
+            combinations = total[1:].view(len(image), batch.labels.shape[1])  # (P, C) pixels of each combination
+            tally._count_pairs(combinations, batch, image, unit)

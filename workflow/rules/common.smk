@@ -341,6 +341,7 @@ def dissect_options(wildcards) -> str:
         f"--iou-threshold {settings['iou_threshold']}",
         f"--presence {settings['presence']}",
         f"--top-k {settings['top_k']}",
+        f"--null-permutations {settings['null_permutations']} --null-seed {settings['null_seed']}",
     ]
     if run.alpha is not None:
         rotation = config["models"][run.source.model]["rotation"]

@@ -50,6 +50,11 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--rotation-alpha", type=click.FloatRange(0, 1), default=None, help="Rotate the basis by Q^alpha.")
 @click.option("--rotation-seed", type=int, default=None, help="Seed of the random rotation Q.")
 @click.option("--no-unpermute", is_flag=True, help="Do not un-permute the rotation.")
+@click.option("--null-permutations", type=click.IntRange(0), default=DISSECT_DEFAULTS.null_permutations,
+              show_default=True, help="Permutations of the significance null: activations paired with other images' "
+                                      "labels of the same kind; writes null.csv and significant counts.")
+@click.option("--null-seed", type=click.IntRange(0), default=DISSECT_DEFAULTS.null_seed, show_default=True,
+              help="Seed of the null's permutations.")
 @click.option("--batch-size", type=click.IntRange(1), default=DISSECT_DEFAULTS.batch_size, show_default=True,
               help="Images per forward pass; shards split at its multiples (docs/engine.md, Exactness).")
 @device_option
@@ -68,8 +73,9 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--name", default=None, help="Display name of the model in results and reports.")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE recorded in meta.json (series, weights, iteration).")
 def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, netdissect_level, iou_threshold, presence,
-            categories, top_k, rotation_alpha, rotation_seed, no_unpermute, batch_size, device, workers, max_images, cache,
-            cache_budget, normalize, shard, stage, thresholds_dir, name, tags) -> None:
+            categories, top_k, rotation_alpha, rotation_seed, no_unpermute, null_permutations, null_seed, batch_size,
+            device, workers, max_images, cache, cache_budget, normalize, shard, stage, thresholds_dir, name,
+            tags) -> None:
     """Dissect layers of a model: exact thresholds, IoU of every unit with every concept."""
     if (model_spec is None) == (not caches):
         raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
@@ -103,7 +109,8 @@ def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, ne
             quantile=DISSECT_DEFAULTS.quantile if quantile is None else quantile, netdissect_level=netdissect_level,
             iou_threshold=iou_threshold, presence=presence, top_k=top_k, batch_size=batch_size, device=str(device),
             workers=workers, cache=cache, cache_budget_gb=cache_budget,
-            normalize=normalize, max_images=max_images, rotation=rotation, name=name, tags=tag_values,
+            normalize=normalize, max_images=max_images, rotation=rotation, null_permutations=null_permutations,
+            null_seed=null_seed, name=name, tags=tag_values,
         )
         source = load_model(model_spec, arch) if model_spec is not None else list(caches)
         if stage is None:

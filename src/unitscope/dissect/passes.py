@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from unitscope.activations import ActivationCacheWriter
+from unitscope.dissect.null import PermutedLabels, image_kinds, permutations
 from unitscope.dissect.sources import Run, activation_batches, check_rows, labelled_batches
 from unitscope.progress import progress
 from unitscope.rotation import rotate_activations, rotation_matrix
 from unitscope.settings import Rotation
-from unitscope.tally import Tally
+from unitscope.tally import Tally, update_tallies
 from unitscope.thresholds import TopImages, TopK, required_k
 
 
@@ -107,13 +108,24 @@ class LayerTally:
     maps: np.ndarray  # (units, k, h, w) float32
     filled: np.ndarray  # (units, k) bool
     lookup: dict[int, list[tuple[int, int]]]  # image index -> [(unit, rank)]
+    null: list[Tally]  # one per permutation of the significance null (settings.null_permutations)
 
 
 def tally_pass(run: Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[str, TopImages],
                 map_sizes: Mapping[str, tuple[int, int]], caches: Sequence[Path] | None) -> dict[str, LayerTally]:
-    """Pass 2: exact counts of every layer over ``run.rows`` and the maps of the units' top images."""
+    """Pass 2: exact counts of every layer over ``run.rows`` and the maps of the units' top images; with
+    ``settings.null_permutations``, also the counts of the permutation null (:mod:`unitscope.dissect.null`)."""
     transform = Transform(run.settings.rotation, run.device)
     primary = np.asarray(run.dataset.primary)
+    settings = run.settings
+    permuted = None
+    if settings.null_permutations:
+        kinds = image_kinds(run.dataset, run.images)
+        permuted = PermutedLabels(run.dataset, permutations(kinds, settings.null_permutations, settings.null_seed))
+
+    def tally(layer: str) -> Tally:
+        return Tally(thresholds[layer], primary, len(run.dataset.categories), settings.presence, run.device)
+
     state: dict[str, LayerTally] = {}
     for layer in run.layers:
         top = tops[layer]
@@ -123,18 +135,19 @@ def tally_pass(run: Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[str
             for rank in range(k):
                 lookup.setdefault(int(top.indices[unit, rank]), []).append((unit, rank))
         state[layer] = LayerTally(
-            Tally(thresholds[layer], primary, len(run.dataset.categories), run.settings.presence, run.device),
-            top, np.zeros((units, k, *map_sizes[layer]), np.float32), np.zeros((units, k), bool), lookup,
+            tally(layer), top, np.zeros((units, k, *map_sizes[layer]), np.float32), np.zeros((units, k), bool),
+            lookup, [tally(layer) for _ in range(settings.null_permutations)],
         )
     seen = 0
     bar = progress(total=len(run.rows), desc="tally", unit="img")
     batches = labelled_batches(run, caches)
     try:
         for indices, raw, seg in batches:
+            null_labels = permuted.batches(indices) if permuted is not None else []
             for layer in run.layers:
                 acts = transform(raw[layer])
                 layer_state = state[layer]
-                layer_state.tally.update(acts, seg)
+                update_tallies([layer_state.tally, *layer_state.null], acts, [seg, *null_labels])
                 hits = [(row, unit, rank) for row, image in enumerate(indices.tolist())
                         for unit, rank in layer_state.lookup.get(image, ())]
                 if hits:  # one device-to-host copy per batch, not one per top image

@@ -44,5 +44,6 @@ def dissect(
             s = second[layer]
             meta = run.layer_meta(layer, s.maps.shape[0], first[layer].map_size)
             written[layer] = write_layer(out_dir / layer, scratch / layer, meta, s.tally.counts(), thresholds[layer],
-                                          s.top, s.maps, names, dataset.primary, paths)
+                                          s.top, s.maps, names, dataset.primary, paths,
+                                          [t.counts() for t in s.null])
     return written

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from unitscope.broden.reader import BrodenDataset
+from unitscope.dissect.null import stack_counts, unstack_counts
 from unitscope.dissect.passes import tally_pass, topk_pass
 from unitscope.dissect.sources import Run, Source, prepare
 from unitscope.dissect.tables import image_paths, label_names, output_dir, write_layer
@@ -23,6 +24,7 @@ from unitscope.thresholds import TopImages, TopK
 
 PART_FILE = "part.json"
 THRESHOLDS_FILE = "thresholds.json"
+NULL_FILE = "null.npz"
 
 
 def run_topk_stage(dataset: BrodenDataset, source: Source, layers: Sequence[str], out_dir: str | Path,
@@ -81,6 +83,8 @@ def run_tally_stage(dataset: BrodenDataset, source: Source, layers: Sequence[str
             arrays = {**s.tally.counts().arrays(), "thresholds": thresholds[layer], "top_values": s.top.values,
                       "top_indices": s.top.indices, "top_maps": s.maps, "top_filled": s.filled}
             write_npz(arrays, staging / "tally.npz")
+            if s.null:
+                write_npz(stack_counts([t.counts() for t in s.null]), staging / NULL_FILE)
             write_json(metas[layer], staging / "meta.json")
             publish_directory(staging, out_dir / layer)
         part = _part_info(run, "tally", shard, [s.top for s in state.values()])
@@ -126,6 +130,21 @@ def _read_parts(parts: Sequence[str | Path]) -> list[tuple[Path, dict]]:
     return loaded
 
 
+def _merged_null(paths: Sequence[Path], meta: dict) -> list[TallyCounts]:
+    """The null tallies of a layer summed over the shards' parts (none without a null)."""
+    if not (meta.get("null") or {}).get("permutations"):
+        return []
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise DissectError(f"{missing[0]} not found: the tally part was written without its permutation null")
+    total = None
+    for path in paths:
+        with np.load(path) as arrays:
+            part = unstack_counts(arrays)
+        total = part if total is None else [a + b for a, b in zip(total, part, strict=True)]
+    return total
+
+
 def merge(parts: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """Merge shard parts: top-k parts → thresholds and top images; tally parts → final results."""
     loaded = _read_parts(parts)
@@ -156,6 +175,7 @@ def merge(parts: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
                 publish_directory(staging, written[layer])
             elif stage == "tally":
                 counts = TallyCounts.from_arrays(files[0])
+                null = _merged_null([p / layer / NULL_FILE for p, _ in loaded], meta)
                 maps, filled = files[0]["top_maps"].copy(), files[0]["top_filled"].copy()
                 for f in files[1:]:
                     counts = counts + TallyCounts.from_arrays(f)
@@ -169,7 +189,7 @@ def merge(parts: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
                 info = loaded[0][1]
                 written[layer] = write_layer(
                     out_dir / layer, scratch / layer, meta, counts, files[0]["thresholds"], top, maps,
-                    info["label_names"], np.asarray(info["primary"]), lambda i: image_paths[str(i)],
+                    info["label_names"], np.asarray(info["primary"]), lambda i: image_paths[str(i)], null,
                 )
             else:
                 raise DissectError(f"unknown stage {stage!r} in {loaded[0][0] / PART_FILE}")

@@ -23,6 +23,7 @@ from unitscope import __version__
 from unitscope.activations import extract_batches, layer_sizes, read_cache_batches
 from unitscope.broden.loaders import image_loader, segmentation_loader
 from unitscope.broden.reader import BrodenDataset
+from unitscope.dissect.null import NULL_ALPHA, null_quantile
 from unitscope.models import LoadedModel, load_model, normalizer, resolve_layers
 from unitscope.models.layers import warn_linear_layers
 from unitscope.settings import DissectError, DissectSettings, Shard, resolve_device
@@ -76,6 +77,9 @@ class Run:
             "normalize": self.source_meta["normalize"],
             "top_k": s.top_k,
             "rotation": asdict(s.rotation) if s.rotation is not None else None,
+            "null": {"permutations": s.null_permutations, "seed": s.null_seed, "alpha": NULL_ALPHA,
+                     "quantile": null_quantile(int((np.asarray(self.dataset.primary) >= 0).sum()))}
+            if s.null_permutations else None,
             "tags": dict(s.tags),
             "unitscope_version": __version__,
         }

@@ -12,7 +12,8 @@ import pandas as pd
 
 from unitscope.broden.reader import BrodenDataset
 from unitscope.io import make_scratch, publish_directory, write_csv, write_json, write_npy
-from unitscope.results import iou_table, tally_table, thresholds_table, top_images_table
+from unitscope.dissect.null import chance_detectors, chance_significant, null_ious, null_levels
+from unitscope.results import iou_table, null_table, tally_table, thresholds_table, top_images_table
 from unitscope.settings import DissectError
 from unitscope.summary import summarize
 from unitscope.tally import TallyCounts
@@ -46,17 +47,32 @@ def image_paths(dataset: BrodenDataset):
 
 def write_layer(
     target: Path, staging: Path, meta: dict, counts: TallyCounts, thresholds: np.ndarray, top: TopImages,
-    maps: np.ndarray, names: Sequence[str], primary: np.ndarray, image_paths,
+    maps: np.ndarray, names: Sequence[str], primary: np.ndarray, image_paths, null: Sequence[TallyCounts] = (),
 ) -> Path:
-    """Write one layer's result files (docs/outputs.md) into ``staging``, then move them to ``target``."""
+    """Write one layer's result files (docs/outputs.md) into ``staging``, then move them to ``target``; with
+    the tallies of a permutation null, also ``null.csv`` and the significant counts in ``summary.json``."""
     categories = meta["categories"]
+    primary = np.asarray(primary)
     tally = tally_table(counts, names, primary, categories)
+    levels, chance = None, {}
+    if null:
+        ious, quantile = null_ious(null, primary), meta["null"]["quantile"]
+        level = null_levels(ious, quantile)
+        write_csv(null_table(level, ious, names, primary, categories), staging / "null.csv")
+        levels = {names[c]: float(level[c]) for c in np.flatnonzero(primary >= 0)}
+        chance = {"chance_detectors": chance_detectors(ious, meta["iou_threshold"]),
+                  "chance_significant": chance_significant(ious, meta["iou_threshold"], quantile)}
     write_csv(tally, staging / "tally.csv")
     write_csv(thresholds_table(thresholds), staging / "thresholds.csv")
     write_csv(iou_table(counts, names, primary, categories), staging / "ious.csv")
     write_csv(top_images_table(top, image_paths), staging / "top_images.csv")
     write_npy(maps, staging / "top_maps.npy")
-    write_json(summarize(tally, meta["iou_threshold"], categories), staging / "summary.json")
+    summary = summarize(tally, meta["iou_threshold"], categories, levels)
+    for key, counts in chance.items():
+        summary["significant"][key] = {
+            "mean": float(counts.mean()) if len(counts) else None,
+            "sd": float(counts.std(ddof=1)) if len(counts) > 1 else None, "per_permutation": counts.tolist()}
+    write_json(summary, staging / "summary.json")
     write_json(meta, staging / "meta.json")
     publish_directory(staging, target)
     return target
