@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"  # validates the config against workflow/sc
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/dissect.smk"
+include: "workflow/rules/dimension.smk"
 include: "workflow/rules/report.smk"
 
 

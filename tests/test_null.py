@@ -7,16 +7,22 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from torch import nn
 
-from test_dissect import IMAGE, LABEL, LABELS, DyadicNet, _read, _settings, dataset, reference_activations  # noqa: F401
+from test_dissect import IMAGE, LABEL, LABELS, DyadicNet, _read, _settings, make_dataset, reference_activations
 from test_tally import tally_reference
 from unitscope.broden.reader import BrodenDataset
 from unitscope.broden.writer import BrodenWriter
 from unitscope.dissect import dissect, merge, run_tally_stage, run_topk_stage
 from unitscope.dissect.null import NULL_ALPHA, image_kinds, permutations
 from unitscope.settings import Shard
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("broden") / "ds")
 
 
 def test_permutations_stay_within_image_kind(dataset) -> None:

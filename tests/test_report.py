@@ -324,14 +324,18 @@ def test_unit_page_lists_top_five_labels_per_category(study) -> None:
         assert shown == expected
 
 
-def test_unit_page_links_neighbours_and_rotations(study) -> None:
+def test_unit_page_links_neighbours_and_rotated_runs_have_no_pages(study) -> None:
+    """Rotated runs are summarised in the overview and comparisons only; their small tables are downloadable."""
     _, _, site = study
     refs = parse(site / "toynet" / "layer4" / "unit-0005.html").refs
     assert "../../toynet/layer4/unit-0004.html" in refs and "../../toynet/layer4/unit-0006.html" in refs
-    assert "../../toynet/layer4~rot0.5s1/unit-0005.html" in refs
-    assert "../../toynet/layer4~rot1s1/unit-0005.html" in refs
-    rotated = parse(site / "toynet" / "layer4~rot1s1" / "unit-0005.html").refs
-    assert "../../toynet/layer4/unit-0005.html" in rotated
+    assert not (site / "toynet" / "layer4~rot1s1").exists()
+    assert "../../compare.html#rotation-h" in parse(site / "toynet" / "layer4" / "index.html").refs
+    index = (site / "index.html").read_text()
+    assert "2 runs in rotated bases" in index and "layer4~rot" not in index
+    downloads = parse(site / "provenance.html").refs
+    assert "data/toynet/layer4~rot1s1/summary.json" in downloads and "data/toynet/layer4~rot1s1/ious.csv" not in downloads
+    assert "data/toynet/layer4/ious.csv" in downloads
 
 
 def test_concept_page_lists_exactly_its_detectors(study) -> None:
@@ -339,6 +343,8 @@ def test_concept_page_lists_exactly_its_detectors(study) -> None:
     expected = set()
     for meta in results.rglob("meta.json"):
         info = json.loads(meta.read_text())
+        if info.get("rotation"):
+            continue  # rotated runs have no unit pages
         tally = pd.read_csv(meta.parent / "tally.csv", keep_default_na=False)
         hits = tally[(tally["object-label"] == "sky") & (tally["object-iou"] > info["iou_threshold"])]
         expected |= {(meta.parent, int(u)) for u in hits["unit"]}
@@ -366,9 +372,8 @@ def test_index_shows_the_summaries(study) -> None:
     rows = parse(site / "index.html").rows
     summary = json.loads((results / "toynet" / "layer3" / "summary.json").read_text())
     row = next(r for r in rows if r[:2] == ["toynet", "layer3"])
-    assert row[2:6] == ["original", str(summary["units"]), str(summary["detectors"]),
-                        str(summary["unique_per_category"]["all"])]
-    assert row[6 + 6] == str(summary["unique_top_label"]["all"])
+    assert row[2:5] == [str(summary["units"]), str(summary["detectors"]), str(summary["unique_per_category"]["all"])]
+    assert row[5 + 6] == str(summary["unique_top_label"]["all"])
     assert (site / "data" / "toynet" / "layer3" / "tally.csv").read_bytes() == (results / "toynet" / "layer3" / "tally.csv").read_bytes()
     # The provenance record itself is on the page (a sentinel value no template holds), not just its heading.
     provenance = (site / "provenance.html").read_text()
@@ -379,7 +384,8 @@ def test_search_index_covers_units_and_concepts(study) -> None:
     _, results, site = study
     text = (site / "assets" / "search-index.js").read_text()
     data = json.loads(text.removeprefix("window.UNITSCOPE_SEARCH=").removesuffix(";\n"))
-    units = sum(json.loads(m.read_text())["units"] for m in results.rglob("meta.json"))
+    metas = [json.loads(m.read_text()) for m in results.rglob("meta.json")]
+    units = sum(meta["units"] for meta in metas if not meta.get("rotation"))  # rotated runs have no unit pages
     assert len(data["units"]) == units
     names = {c[0] for c in data["concepts"]}
     assert {"sky", "street", "forest path"} <= names
@@ -432,8 +438,8 @@ def test_trained_vs_untrained_compares_the_final_checkpoint(tmp_path) -> None:
     rows = weights_rows(collect([results]))
     final = summarize(pd.read_csv(results / "toy-256" / "layer4" / "tally.csv", keep_default_na=False))
     got = rows[rows["weights"] == "trained"].set_index("category")["unique"].to_dict()
-    assert got == final["unique_per_category"]["per_category"]
-    assert set(rows["weights"]) == {"trained", "untrained"}
+    assert got == {"all": final["unique_per_category"]["all"], **final["unique_per_category"]["per_category"]}
+    assert set(rows["weights"]) == {"trained", "untrained"} and set(rows["measure"]) == {"raw"}
 
 
 def test_training_curves_need_two_checkpoints(tmp_path) -> None:
@@ -452,29 +458,37 @@ def test_training_curves_need_two_checkpoints(tmp_path) -> None:
     assert sorted(set(rows["iteration"])) == [4.0, 64.0]
 
 
-def test_each_rotation_point_is_one_run(tmp_path) -> None:
+def test_each_rotation_point_is_one_run_or_the_mean_over_seeds(tmp_path) -> None:
     """The unrotated run and the rotated α = 0 run are two runs of one point: the chart shows the rotated one,
-    never their sum."""
-    from unitscope.report.pages import rotation_rows
+    never their sum; at α = 1 two rotation seeds give the mean ± sd of their counts."""
     from unitscope.report.dissection import _compare_sections
+    from unitscope.report.pages import rotation_rows
+    from unitscope.report.sections import Panels
 
     dataset = make_dataset(tmp_path / "broden")
     results = tmp_path / "results"
     make_results(results / "toy", dataset, model="toy", seed=1)
-    for seed, alpha in ((2, 0.0), (3, 1.0)):
-        make_results(results / f"toy-rot{alpha}", dataset, model="toy", seed=seed,
-                     rotation={"alpha": alpha, "seed": 1, "unpermute": True})
+    runs = {"rot0": (2, 0.0, 1), "rot1-s1": (3, 1.0, 1), "rot1-s2": (4, 1.0, 2)}
+    for name, (seed, alpha, rotation_seed) in runs.items():
+        make_results(results / f"toy-{name}", dataset, model="toy", seed=seed,
+                     rotation={"alpha": alpha, "seed": rotation_seed, "unpermute": True})
     collection = collect([results])
     rows = rotation_rows(collection)
-    summary = {alpha: summarize(pd.read_csv(results / f"toy-rot{alpha}" / "layer4" / "tally.csv",
-                                            keep_default_na=False)) for alpha in (0.0, 1.0)}
-    for alpha in (0.0, 1.0):
-        got = rows[rows["alpha"] == alpha].set_index("category")["unique"].to_dict()
-        assert got == summary[alpha]["unique_per_category"]["per_category"]
-    (section,) = [s for s in _compare_sections(collection) if s["id"] == "rotation"]
-    first = dict(zip(section["columns"], section["rows"][0]))
-    assert first["alpha"] == "0" and int(first["object"]) == summary[0.0]["unique_per_category"]["per_category"]["object"]
+    summary = {name: summarize(pd.read_csv(results / f"toy-{name}" / "layer4" / "tally.csv", keep_default_na=False))
+               for name in runs}
+    got = rows[rows["alpha"] == 0.0].set_index("category")["unique"].to_dict()
+    assert got == {"all": summary["rot0"]["unique_per_category"]["all"],
+                   **summary["rot0"]["unique_per_category"]["per_category"]}
+    assert sorted(rows[rows["alpha"] == 1.0]["seed"].unique()) == [1, 2]
+    (section,) = [s for s in _compare_sections(collection, Panels()) if s["id"] == "rotation"]
     assert len(section["rows"]) == 2
+    first, last = (dict(zip(section["columns"], row)) for row in section["rows"])
+    assert first["alpha"] == "0" and first["runs"] == "1"
+    assert int(first["object"]) == summary["rot0"]["unique_per_category"]["per_category"]["object"]
+    counts = [summary[name]["unique_per_category"]["all"] for name in ("rot1-s1", "rot1-s2")]
+    assert last["all"] == f"{np.mean(counts):.1f} ± {np.std(counts, ddof=1):.1f}" and last["runs"] == "2"
+    spec = json.dumps(section["spec"])
+    assert '"lo"' in spec and '"hi"' in spec  # the seed spread is drawn
 
 
 def test_a_new_kind_of_result_adds_its_section(tmp_path, monkeypatch) -> None:
@@ -521,3 +535,39 @@ def test_a_new_kind_of_result_adds_its_section(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(site_module, "sections", lambda: {"dissection": DissectionSection})
     with pytest.raises(ReportInputError, match="results of kind 'toy-probe' have no report section"):
         build_site([tmp_path / "results", tmp_path / "toy"], dataset, tmp_path / "site2", workers=1)
+
+
+def test_effective_dimension_appears_on_layer_pages_and_beside_the_rotation_series(tmp_path) -> None:
+    dataset = make_dataset(tmp_path / "broden")
+    results = tmp_path / "results"
+    make_results(results / "toy", dataset, model="toy", seed=1)
+    make_results(results / "toy-rot1", dataset, model="toy", seed=2, rotation={"alpha": 1.0, "seed": 1, "unpermute": True})
+    measured = results / "dimension" / "layer4"
+    measured.mkdir(parents=True)
+    (measured / "meta.json").write_text(json.dumps({"kind": "dimension", "model": "toy", "layer": "layer4"}))
+    (measured / "dimension.json").write_text(json.dumps(
+        {"units": 12, "samples": 96, "participation_ratio": 2.5, "variance_shares": [0.5, 0.8, 0.93]}))
+    site = build_site([results], dataset, tmp_path / "site", workers=1)
+    for page in ("toy/layer4/index.html", "compare.html"):
+        text = (site / page).read_text()
+        assert "Participation ratio <strong>2.5</strong> of 12 units" in text and "carry 93% of the variance" in text, page
+    (measured / "dimension.json").unlink()
+    with pytest.raises(ReportInputError, match="dimension.json not found"):
+        build_site([results], dataset, tmp_path / "site2", workers=1)
+
+
+def test_significant_counts_lead_and_raw_ones_stand_beside_them(tmp_path) -> None:
+    dataset = make_dataset(tmp_path / "broden")
+    layer = make_results(tmp_path / "results" / "toy", dataset, model="toy", seed=1)
+    summary = json.loads((layer / "summary.json").read_text())
+    significant = {**summary, "detectors": 3, "unique_per_category": {"all": 2, "per_category": {"object": 2}},
+                   "unique_top_label": {"all": 1, "per_category": {"object": 1}},
+                   "chance_detectors": {"mean": 5.25, "sd": 1.0, "per_permutation": [4, 6]},
+                   "chance_significant": {"mean": 0.5, "sd": 0.7, "per_permutation": [0, 1]}}
+    (layer / "summary.json").write_text(json.dumps({**summary, "significant": significant}))
+    site = build_site([tmp_path / "results"], dataset, tmp_path / "site", workers=1)
+    row = next(r for r in parse(site / "index.html").rows if r[:2] == ["toy", "layer4"])
+    assert row[2:7] == [str(summary["units"]), "3", str(summary["detectors"]), "5", "2"]
+    assert row[-2:] == [str(summary["unique_per_category"]["all"]), str(summary["unique_top_label"]["all"])]
+    lead = (site / "toy" / "layer4" / "index.html").read_text()
+    assert "<strong>3</strong> of them are significant" in lead and "0.5 significant ones" in lead

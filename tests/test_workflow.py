@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: What a fresh clone holds that the workflow reads.
 WORKFLOW_FILES = ("Snakefile", "Makefile", "workflow", "config", "envs", "CITATION.cff", "tests/configs")
 TINY = "tests/configs/tiny.yaml"
-RESULT_FILES = ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "top_maps.npy", "summary.json", "meta.json")
+RESULT_FILES = ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "top_maps.npy", "summary.json", "meta.json",
+                "null.csv")  # null.csv: the tiny config runs the permutation null
 
 
 def copy_workflow(directory: Path) -> Path:
@@ -73,16 +74,15 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
     models = config["models"]
     trained = models["probecnn"]["train"]
     checkpoints = set(trained["checkpoints"]) - {trained["iterations"]}
-    rotation = models["probecnn"]["rotation"]
-    expected_dissect = (
-        sum(len(m["layers"]) for m in models.values())
-        + len(checkpoints) * len(trained["layers"])
-        + len(rotation["alphas"]) * len(rotation["layers"])
+    unrotated = sum(len(m["layers"]) for m in models.values()) + len(checkpoints) * len(trained["layers"])
+    rotated = sum(
+        sum(1 if alpha == 0 else len(m["rotation"]["seeds"]) for alpha in m["rotation"]["alphas"])
+        * len(m["rotation"]["layers"]) for m in models.values() if "rotation" in m
     )
     # One forward pass per set of weights (not per layer): each model, plus each earlier checkpoint.
     assert counts == {
         "all": 1, "probe_dataset": 1, "train_probecnn": 1, "extract": len(models) + len(checkpoints),
-        "dissect": expected_dissect, "provenance": 1, "report": 1,
+        "dissect": unrotated + rotated, "dimension": unrotated, "provenance": 1, "report": 1,
     }
 
 
@@ -108,11 +108,12 @@ def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
 
 def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
     counts = planned_jobs(snakemake(clone, "-n", "--configfile", TINY, "--config", "shards=2"))
-    results = 2 + 1 + 2 + 1 + 1  # probecnn conv2/conv4, checkpoint 0, rotations 0 and 1, untrained, tiny
+    results = 2 + 1 + 3 + 1 + 1  # probecnn conv2/conv4, checkpoint 0, rotations 0 and 1 (two seeds), untrained, tiny
     sources = 4  # probecnn final, checkpoint 0, untrained, tiny
     assert counts["extract"] == 2 * sources
     assert counts["dissect_topk"] == counts["dissect_tally"] == 2 * results
     assert counts["merge_topk"] == counts["merge_tally"] == results
+    assert counts["dimension"] == results - 3  # the unrotated ones, each reading both shards' caches
     assert "dissect" not in counts
 
 
@@ -270,8 +271,9 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         "probecnn/conv2": {"iteration": "4", "weights": "trained"},
         "probecnn/conv4": {"iteration": "4", "weights": "trained"},
         "probecnn-iter0/conv4": {"iteration": "0", "weights": "trained"},
-        "probecnn-rot0.00/conv4": {"iteration": "4"},
-        "probecnn-rot1.00/conv4": {"iteration": "4"},
+        "probecnn-rot0.00-s1/conv4": {"iteration": "4"},
+        "probecnn-rot1.00-s1/conv4": {"iteration": "4"},
+        "probecnn-rot1.00-s2/conv4": {"iteration": "4"},
         "probecnn-untrained/conv4": {"weights": "untrained"},
         "tiny/3": {"weights": "untrained"},
     }
@@ -287,15 +289,22 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         assert meta["kind"] == "dissection" and meta["schema_version"] == 1
         assert str(clone) not in (layer_dir / "meta.json").read_text(), "no absolute path in a result"
         summaries[run] = _check_summary_against_tally(layer_dir)
-    rotated = json.loads((results / "probecnn-rot1.00/conv4/meta.json").read_text())
-    assert rotated["rotation"] == {"alpha": 1.0, "seed": 1, "unpermute": True} and rotated["model"] == "probecnn"
+    for seed in (1, 2):
+        rotated = json.loads((results / f"probecnn-rot1.00-s{seed}/conv4/meta.json").read_text())
+        assert rotated["rotation"] == {"alpha": 1.0, "seed": seed, "unpermute": True}
+        assert rotated["model"] == "probecnn" and rotated["null"]["permutations"] == 4
+    assert (results / "probecnn-rot1.00-s1/conv4/thresholds.csv").read_bytes() != \
+        (results / "probecnn-rot1.00-s2/conv4/thresholds.csv").read_bytes()
     # α = 0 is a permutation of the units (un-permuting): every count is unchanged.
-    assert summaries["probecnn-rot0.00/conv4"] == summaries["probecnn/conv4"]
+    assert summaries["probecnn-rot0.00-s1/conv4"] == summaries["probecnn/conv4"]
 
     provenance = json.loads((results / "provenance.json").read_text())
     assert provenance["datasets"]["probe"]["index_sha256"] == index_sha
     assert provenance["config"]["shards"] == 1 and provenance["unitscope_version"] == __version__
     assert (clone / "reports/site/index.html").is_file()
+    dimension = json.loads((clone / "results/dimension/probecnn/conv4/dimension.json").read_text())
+    assert 1 <= dimension["participation_ratio"] <= dimension["units"]
+    assert "Effective dimension" in (clone / "reports/site/probecnn/conv4/index.html").read_text()
     assert not any((clone / "results/activations").rglob("*.npy")), "activation caches are temporary"
     assert (clone / "logs/report.log").is_file() and (clone / "logs/train_probecnn/probecnn.log").is_file()
 
@@ -313,20 +322,20 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
 
     # The same results through the two-stage sharded flow (two image shards) are identical.
     shutil.move(results, clone / "unsharded")
-    targets = ["results/dissect/probecnn/conv4", "results/dissect/probecnn-rot1.00/conv4"]
+    targets = ["results/dissect/probecnn/conv4", "results/dissect/probecnn-rot1.00-s2/conv4"]
     done = snakemake(clone, *targets, "--configfile", TINY, "--config", "shards=2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "rule train_probecnn" not in done.stdout + done.stderr, "the trained model is reused"
     for target in targets:
         sharded, unsharded = clone / target, clone / "unsharded" / target.removeprefix("results/dissect/")
-        for name in ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "summary.json"):
+        for name in ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "summary.json", "null.csv"):
             assert (sharded / name).read_text() == (unsharded / name).read_text(), (target, name)
         np.testing.assert_array_equal(np.load(sharded / "top_maps.npy"), np.load(unsharded / "top_maps.npy"))
     assert not (clone / "results/shards").exists() or not any((clone / "results/shards").rglob("*.npz"))
 
     # Recomputing the forward pass in each dissection (no activation cache) gives the same results too.
     shutil.rmtree(clone / "results/dissect")
-    targets = ["results/dissect/probecnn-rot1.00/conv4", "results/dissect/tiny/3"]
+    targets = ["results/dissect/probecnn-rot1.00-s2/conv4", "results/dissect/tiny/3"]
     done = snakemake(clone, *targets, "-p", "--configfile", TINY, "--config", "cache=recompute")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr

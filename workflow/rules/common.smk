@@ -133,6 +133,7 @@ class Run:
     layers: tuple[str, ...]
     tags: dict = field(hash=False)
     alpha: float | None = None
+    seed: int | None = None  # of the rotation
 
 
 def _check_subset(model: str, key: str, layers: list) -> None:
@@ -168,9 +169,11 @@ def _runs_of(model: str) -> list[Run]:
     rotation = entry.get("rotation")
     if rotation is not None:
         _check_subset(model, "rotation.layers", rotation["layers"])
+        seeds = rotation["seeds"]
         runs += [
-            Run(f"{model}-rot{alpha:.2f}", main, tuple(rotation["layers"]), tags, float(alpha))
+            Run(f"{model}-rot{alpha:.2f}-s{seed}", main, tuple(rotation["layers"]), tags, float(alpha), seed)
             for alpha in rotation["alphas"]
+            for seed in (seeds[:1] if alpha == 0 else seeds)  # alpha = 0 is the identity up to a permutation
         ]
     return runs
 
@@ -288,22 +291,29 @@ def forward_inputs(source: Source) -> dict:
     return inputs
 
 
-def dissect_inputs(wildcards) -> dict:
-    """A dissection job's inputs: its source's activation cache for this shard, or what its own forward
-    passes need when the source is recomputed (`cache` plan)."""
+def dissect_inputs(wildcards, all_shards: bool = False) -> dict:
+    """A dissection job's inputs: its source's activation cache for this shard (every shard's with
+    ``all_shards``), or what its own forward passes need when the source is recomputed (`cache` plan)."""
     source = RUNS[wildcards.run].source
     if not CACHED[source.name]:
         return forward_inputs(source)
-    shard = getattr(wildcards, "shard", 0)
-    return {"dataset": dataset_dir(model_dataset(source.model)), "cache": f"results/activations/{source.name}/shard-{shard}"}
+    shards = [wildcards.shard] if hasattr(wildcards, "shard") else range(SHARDS) if all_shards else [0]
+    return {"dataset": dataset_dir(model_dataset(source.model)),
+            "cache": [f"results/activations/{source.name}/shard-{shard}" for shard in shards]}
+
+
+def source_option(wildcards, input) -> str:
+    """`--activations CACHE` (each given cache), or the model's options when the source is recomputed."""
+    source = RUNS[wildcards.run].source
+    if CACHED[source.name]:
+        return " ".join(f"--activations {shlex.quote(cache)}" for cache in input.cache)
+    return model_options(source)
 
 
 def activations_option(wildcards, input) -> str:
     """`--activations CACHE`, or the model's options and `--cache recompute` when the source is recomputed."""
-    source = RUNS[wildcards.run].source
-    if CACHED[source.name]:
-        return f"--activations {shlex.quote(input.cache)}"
-    return f"{model_options(source)} --cache recompute"
+    option = source_option(wildcards, input)
+    return option if CACHED[RUNS[wildcards.run].source.name] else f"{option} --cache recompute"
 
 
 def extract_options(wildcards) -> str:
@@ -345,7 +355,7 @@ def dissect_options(wildcards) -> str:
     ]
     if run.alpha is not None:
         rotation = config["models"][run.source.model]["rotation"]
-        options.append(f"--rotation-alpha {run.alpha} --rotation-seed {rotation['seed']}")
+        options.append(f"--rotation-alpha {run.alpha} --rotation-seed {run.seed}")
         if not rotation["unpermute"]:
             options.append("--no-unpermute")
     options += [f"--tag {shlex.quote(f'{key}={value}')}" for key, value in run.tags.items()]

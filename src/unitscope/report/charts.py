@@ -69,13 +69,38 @@ def interpretability_by_layer(rows: pd.DataFrame) -> dict | None:
     if rows.empty:
         return None
     base = alt.Chart(rows).encode(
-        x=alt.X("layer:N", sort=alt.EncodingSortField("order"), title="layer", axis=alt.Axis(labelAngle=0)),
+        x=alt.X("layer:N", sort=alt.EncodingSortField("order"), title="layer", axis=alt.Axis(labelAngle=-30)),
         y=alt.Y("fraction:Q", title="fraction of units that are detectors", axis=alt.Axis(format="%")),
         color=alt.Color("category:N", scale=_color(rows["category"]), title="category"),
         tooltip=["model:N", "layer:N", "category:N", alt.Tooltip("fraction:Q", format=".1%")],
     )
     layered = (base.mark_line() + base.mark_point(filled=True, size=40)).properties(width=220, height=180)
-    return _finish(_panels(layered, "model:N"), "Fraction of detector units per category for every dissected layer")
+    return _finish(_panels(layered, "model:N").resolve_scale(x="independent"),
+                   "Fraction of detector units per category for every dissected layer")
+
+
+def unique_by_layer(rows: pd.DataFrame) -> dict | None:
+    """Stacked bars of unique detectors per category, one bar per layer in depth order, one panel per model.
+
+    ``rows``: ``model``, ``layer``, ``order`` (layer position within its model), ``category``, ``unique``.
+    """
+    if rows.empty:
+        return None
+    data = rows.assign(stack=rows["category"].map({c: i for i, c in enumerate(ordered_categories(rows["category"]))}))
+    bars = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("layer:N", sort=alt.EncodingSortField("order"), title="layer", axis=alt.Axis(labelAngle=-30)),
+            y=alt.Y("sum(unique):Q", title="unique detectors"),
+            color=alt.Color("category:N", scale=_color(data["category"]), title="category"),
+            order=alt.Order("stack:Q"),
+            tooltip=["model:N", "layer:N", "category:N", alt.Tooltip("unique:Q", title="unique detectors")],
+        )
+        .properties(width=220, height=180)
+    )
+    return _finish(_panels(bars, "model:N").resolve_scale(x="independent"),
+                   "Unique detectors per layer, stacked by category, one panel per model")
 
 
 def unique_detectors_bars(rows: pd.DataFrame, description: str) -> dict | None:
@@ -102,55 +127,86 @@ def unique_detectors_bars(rows: pd.DataFrame, description: str) -> dict | None:
     return _finish(chart, description)
 
 
-def _per_category_lines(rows: pd.DataFrame, x: alt.X, description: str) -> dict | None:
-    if rows.empty:
+def _comparison_color(categories: Sequence[str]) -> alt.Scale:
+    """Categories in the paper's colours, and the total ("all") in black."""
+    domain = ordered_categories(c for c in categories if c != "all")
+    colors = [CATEGORY_COLORS.get(c, ("#666666",))[0] for c in domain]
+    return alt.Scale(domain=["all", *domain], range=["#111111", *colors])
+
+
+def _comparison_panels(chart: alt.TopLevelMixin, stats: pd.DataFrame) -> alt.FacetChart:
+    """One row of panels per group, one column per measure present (significant first), each with its own y axis."""
+    measures = [m for m in ("significant", "raw") if m in set(stats["measure"])]
+    return chart.facet(
+        row=alt.Row("group:N", title=None, header=alt.Header(labelFontWeight="bold", labelAngle=0, labelAlign="left",
+                                                             labelOrient="top", labelAnchor="start")),
+        column=alt.Column("measure:N", sort=measures, title=None,
+                          header=alt.Header(labelExpr="datum.value + ' unique detectors'", labelFontSize=12)),
+        spacing={"row": 24, "column": 16},
+    ).resolve_scale(y="independent")
+
+
+def comparison_lines(stats: pd.DataFrame, x: alt.X, description: str) -> dict | None:
+    """Unique detectors against ``x``: a line per category and one for their total, the mean over seeds with
+    ± sd bars where there are several (``stats``: group, x, measure, category, mean, sd, n, lo, hi)."""
+    if stats.empty:
         return None
-    base = alt.Chart(rows).encode(
-        x=x,
-        y=alt.Y("unique:Q", title="unique detectors"),
-        color=alt.Color("category:N", scale=_color(rows["category"]), title="category"),
-        tooltip=["group:N", "category:N", alt.Tooltip("unique:Q", title="unique detectors"), x.shorthand],
+    field = x.shorthand.split(":")[0]
+    color = alt.Color("category:N", scale=_comparison_color(stats["category"]), title="category",
+                      legend=alt.Legend(orient="top", direction="horizontal"))
+    base = alt.Chart(stats).encode(
+        x=x, color=color,
+        tooltip=["group:N", "measure:N", "category:N", alt.Tooltip(f"{field}:Q"),
+                 alt.Tooltip("mean:Q", title="unique (mean)", format=".1f"), alt.Tooltip("sd:Q", format=".1f"),
+                 alt.Tooltip("n:Q", title="runs")],
     )
-    layered = (base.mark_line() + base.mark_point(filled=True, size=40)).properties(width=260, height=180)
-    return _finish(_panels(layered, "group:N"), description)
+    y = alt.Y("mean:Q", title="unique detectors")
+    width = alt.condition(alt.datum.category == "all", alt.value(3), alt.value(1.5))
+    lines = base.mark_line().encode(y=y, strokeWidth=width)
+    points = base.mark_point(filled=True, size=36).encode(y=y)
+    spread = base.mark_rule().encode(y="lo:Q", y2="hi:Q").transform_filter(alt.datum.n > 1)
+    layered = alt.layer(spread, lines, points).properties(width=320, height=200)
+    return _finish(_comparison_panels(layered, stats), description)
 
 
-def rotation_chart(rows: pd.DataFrame) -> dict | None:
-    """Unique detectors per category against the rotation power α (``group``, ``alpha``, ``category``, ``unique``)."""
-    return _per_category_lines(
-        rows,
-        alt.X("alpha:Q", title="rotation power α", scale=alt.Scale(domain=[0, 1])),
-        "Unique detectors per category as the basis is rotated from the original (α = 0) to a random one (α = 1)",
-    )
-
-
-def iteration_chart(rows: pd.DataFrame) -> dict | None:
-    """Unique detectors per category over training iterations (``group``, ``iteration``, ``category``, ``unique``)."""
-    return _per_category_lines(
-        rows,
-        alt.X("iteration:Q", title="training iteration",
-              scale=alt.Scale(type="log" if (rows["iteration"] > 0).all() else "symlog")),
-        "Unique detectors per category over training iterations",
+def rotation_chart(stats: pd.DataFrame) -> dict | None:
+    """Unique detectors against the rotation power α, mean ± sd over rotation seeds."""
+    return comparison_lines(
+        stats, alt.X("alpha:Q", title="rotation power α", scale=alt.Scale(domain=[0, 1])),
+        "Unique detectors as the basis is rotated from the original (α = 0) to a random one (α = 1)",
     )
 
 
-def weights_chart(rows: pd.DataFrame) -> dict | None:
-    """Grouped bars: unique detectors per category for each weights tag (``group``, ``weights``, ``category``, ``unique``)."""
-    if rows.empty:
+def iteration_chart(stats: pd.DataFrame) -> dict | None:
+    """Unique detectors over training iterations (logarithmic axis; symmetric-log with iteration 0)."""
+    if stats.empty:
         return None
+    return comparison_lines(
+        stats, alt.X("iteration:Q", title="training iteration",
+                     scale=alt.Scale(type="log" if (stats["iteration"] > 0).all() else "symlog")),
+        "Unique detectors over training iterations",
+    )
+
+
+def weights_chart(stats: pd.DataFrame) -> dict | None:
+    """Grouped bars: unique detectors per category and in all for each weights tag."""
+    if stats.empty:
+        return None
+    categories = ["all", *ordered_categories(c for c in set(stats["category"]) if c != "all")]
     bars = (
-        alt.Chart(rows)
+        alt.Chart(stats)
         .mark_bar()
         .encode(
-            x=alt.X("category:N", sort=ordered_categories(rows["category"]), title=None, axis=alt.Axis(labelAngle=0)),
-            xOffset=alt.XOffset("weights:N", sort=sorted(set(rows["weights"]), key=lambda w: w != "trained")),
-            y=alt.Y("unique:Q", title="unique detectors"),
-            color=alt.Color("weights:N", title="weights", scale=alt.Scale(range=["#34495e", "#b0b7bf", "#8e6c8a"])),
-            tooltip=["group:N", "weights:N", "category:N", "unique:Q"],
+            x=alt.X("category:N", sort=categories, title=None, axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("weights:N", sort=sorted(set(stats["weights"]), key=lambda w: w != "trained")),
+            y=alt.Y("mean:Q", title="unique detectors"),
+            color=alt.Color("weights:N", title="weights", scale=alt.Scale(range=["#34495e", "#b0b7bf", "#8e6c8a"]),
+                            legend=alt.Legend(orient="top", direction="horizontal")),
+            tooltip=["group:N", "measure:N", "weights:N", "category:N", alt.Tooltip("mean:Q", title="unique")],
         )
-        .properties(width=320, height=180)
+        .properties(width=320, height=200)
     )
-    return _finish(_panels(bars, "group:N"), "Unique detectors per category of trained and untrained weights")
+    return _finish(_comparison_panels(bars, stats), "Unique detectors per category of trained and untrained weights")
 
 
 def _panels(chart: alt.Chart, field: str) -> alt.FacetChart:

@@ -60,7 +60,7 @@ def natural_key(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -249,7 +249,7 @@ def result_directories(roots: Sequence[str | Path]) -> tuple[dict[str, list[Path
         if not metas:
             raise ReportInputError(f"--results {root}: no meta.json below it; point it at `unitscope dissect` output")
         for meta_path in metas:
-            kind = _read_json(meta_path).get("kind", "dissection")
+            kind = read_json(meta_path).get("kind", "dissection")
             if meta_path.parent not in by_kind.get(kind, []):
                 by_kind.setdefault(kind, []).append(meta_path.parent)
         provenance += [p for p in sorted(root.rglob("provenance.json"))
@@ -267,16 +267,16 @@ def collect(roots: Sequence[str | Path], provenance_files: Sequence[str | Path] 
     ``provenance.json`` files below them and the ``provenance_files`` given (each record once)."""
     by_kind, found = result_directories(roots)
     records = {path.resolve(): path for path in [*map(Path, provenance_files), *found]}
-    provenance = [(path, _read_json(path)) for path in records.values()]
+    provenance = [(path, read_json(path)) for path in records.values()]
     runs: list[Run] = []
     seen_dirs: set[Path] = set()
     for directory in (d for directories in by_kind.values() for d in directories):
         if directory.resolve() in seen_dirs:
             continue
         seen_dirs.add(directory.resolve())
-        meta = _read_json(directory / "meta.json")
+        meta = read_json(directory / "meta.json")
         _validate_meta(directory / "meta.json", meta)  # refuses kinds other than dissection
-        runs.append(Run(path=directory, meta=meta, summary=_read_json(directory / "summary.json")))
+        runs.append(Run(path=directory, meta=meta, summary=read_json(directory / "summary.json")))
     runs.sort(key=lambda r: (natural_key(r.model), natural_key(r.layer), r.alpha, str(r.path)))
     slugs: dict[str, Run] = {}
     for run in runs:

@@ -1,6 +1,9 @@
 """The dissection section of the report: overview, layer, unit and concept pages, comparisons, provenance.
 
-Strips (each unit's top images with its mask) are rendered by worker processes while the pages are written.
+Layers in their original basis get layer, unit and concept pages; a rotated run (a rotation series holds
+thousands of units per seed) is summarised in the overview table and on the comparison page, and its tables
+are downloadable from the provenance page. Strips (each unit's top images with its mask) are rendered by
+worker processes while the pages are written.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from unitscope.report.strips import StripJob, StripRenderer, strip_width, tile_s
 
 #: Units per strip-rendering task (small enough to balance, large enough to amortise the overhead).
 STRIP_CHUNK = 64
+#: The files of a rotated run the provenance page offers (it has no pages; its per-unit tables are large).
+ROTATED_DOWNLOADS = ("tally.csv", "thresholds.csv", "summary.json", "meta.json", "null.csv")
 SETTINGS_KEYS = ("quantile", "quantile_level", "iou_threshold", "presence", "normalize", "top_k",
                  "image_size", "map_size", "label_size", "rotation")
 
@@ -47,8 +52,9 @@ class DissectionSection(Section):
             digest = (run.meta.get("dataset") or {}).get("index_sha256")
             if digest and digest != self.data.index_sha256():
                 tqdm.write(f"warning: {run.path}/meta.json: dataset index_sha256 differs from --dataset {inputs.dataset}")
-        self.infos = {run.slug: pages.unit_infos(run) for run in self.collection.runs}
-        for run in self.collection.runs:
+        self.paged = [run for run in self.collection.runs if not run.rotation]
+        self.infos = {run.slug: pages.unit_infos(run) for run in self.paged}
+        for run in self.paged:
             _check_maps(run, self.infos[run.slug])
 
     def nav(self) -> list[NavLink]:
@@ -61,7 +67,7 @@ class DissectionSection(Section):
 
     def search_rows(self) -> Mapping[str, list[list]]:
         concepts = pages.concepts(self.collection, self.infos)
-        return search_rows(concepts, [(run, info) for run in self.collection.runs for info in self.infos[run.slug]])
+        return search_rows(concepts, [(run, info) for run in self.paged for info in self.infos[run.slug]])
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,15 @@ def _check_maps(run: Run, infos: list[pages.UnitInfo]) -> None:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One chart of the comparison page: runs that differ in one respect, and the column that says how."""
+    """One chart of the comparison page: runs that differ in one respect, and the column that says how.
+
+    ``rows`` is a long table (group, ``x``, measure, category, unique; ``seed`` where several runs give one
+    point): the chart draws the mean over those runs with their spread.
+    """
 
     id: str
     title: str
-    rows: pd.DataFrame  # long table: group, <x>, category, unique (one run per point)
+    rows: pd.DataFrame
     chart: Callable[[pd.DataFrame], dict | None]
     x: str
     text: str
@@ -136,8 +146,13 @@ def comparisons(collection: Collection) -> list[Comparison]:
         Comparison("rotation", "Rotated bases", pages.rotation_rows(collection), charts.rotation_chart, "alpha",
                    "Interpretability is not a property of the representation alone: rotating the basis of a layer "
                    "(α = 0 original units, α = 1 a random orthogonal basis) keeps its information but changes how "
-                   "many units align with concepts.",
-                   "Unique detectors per category against the rotation power α.",
+                   "many units align with concepts. Bau et al. (CVPR 2017, Fig. 5) found that the unique detectors "
+                   "of AlexNet conv5 fall steadily with α, to a small fraction at α = 1: the network's own units are "
+                   "far more interpretable than random directions of the same space. A rotation can only re-mix the "
+                   "directions a layer actually uses, so a layer whose variance spreads over few directions "
+                   "(a low participation ratio, below) is a control, not a test of this claim.",
+                   "Unique detectors (per-category convention; black: all categories) against the rotation power α, "
+                   "mean ± sd over the rotation seeds.",
                    "No run with a rotated basis (dissect with --rotation-alpha)."),
         Comparison("weights", "Trained vs untrained", pages.weights_rows(collection), charts.weights_chart, "weights",
                    "The same architecture with trained and with random (untrained) weights, grouped by their series "
@@ -147,31 +162,62 @@ def comparisons(collection: Collection) -> list[Comparison]:
                    "series=NAME)."),
         Comparison("iterations", "Over training", pages.iteration_rows(collection), charts.iteration_chart,
                    "iteration", "Checkpoints of one training run, tagged with their iteration.",
-                   "Unique detectors per category over training iterations (logarithmic axis).",
+                   "Unique detectors (black: all categories) over training iterations (logarithmic axis).",
                    "No run tagged with a training iteration (tag runs with iteration=N)."),
     ]
 
 
-def _compare_sections(collection: Collection) -> list[dict]:
-    """Each comparison as the compare page shows it: its chart and the table of its data, one run per row."""
+def comparison_stats(rows: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The points of a comparison: per group, ``x``, measure and category the mean of ``unique`` over the runs
+    that give it (rotation seeds), their sd (0 for one run), count, and mean ± sd."""
+    keys = ["group", x, "measure", "category"]
+    if rows.empty:
+        return pd.DataFrame(columns=[*keys, "mean", "sd", "n", "lo", "hi"])
+    stats = rows.groupby(keys, sort=False)["unique"].agg(mean="mean", sd="std", n="count").reset_index()
+    stats["sd"] = stats["sd"].fillna(0.0)
+    return stats.assign(lo=stats["mean"] - stats["sd"], hi=stats["mean"] + stats["sd"])
+
+
+def _compare_sections(collection: Collection, panels: Panels) -> list[dict]:
+    """Each comparison as the compare page shows it: its chart, the table of its points, and for the rotation
+    series the panels other sections put on the rotated layers' pages (their effective dimension)."""
     sections = []
     for comparison in comparisons(collection):
         rows, x = comparison.rows, comparison.x
-        table = pd.DataFrame()
-        if not rows.empty:
-            repeated = rows[rows.duplicated(["group", x, "category"])]
-            if not repeated.empty:  # a point of the chart must come from one run, never a sum of several
-                group, value = repeated.iloc[0][["group", x]]
-                raise ReportInputError(f"two result directories give the {comparison.title.lower()} point {group}, "
-                                       f"{x} = {value}; tag them apart (series=NAME) or leave one out")
-            table = rows.pivot(index=["group", x], columns="category", values="unique").fillna(0).astype(int)
-            table = table[ordered_categories(table.columns)].reset_index()
+        repeated = rows[rows.duplicated([c for c in rows.columns if c != "unique"])] if not rows.empty else rows
+        if not repeated.empty:  # a point of the chart comes from distinct runs, never from one run twice
+            group, value = repeated.iloc[0][["group", x]]
+            raise ReportInputError(f"two result directories give the {comparison.title.lower()} point {group}, "
+                                   f"{x} = {value}; tag them apart (series=NAME) or leave one out")
+        stats = comparison_stats(rows, x)
+        columns, table = [], []
+        if not stats.empty:
+            categories = ["all", *ordered_categories(c for c in stats["category"].unique() if c != "all")]
+            cells = stats.assign(cell=[_cell(m, sd, n) for m, sd, n in zip(stats["mean"], stats["sd"], stats["n"])])
+            pivot = cells.pivot(index=["group", x, "measure"], columns="category", values="cell")
+            runs = stats.groupby(["group", x, "measure"], sort=False)["n"].max()
+            pivot = pivot[[c for c in categories if c in pivot.columns]].fillna("0")
+            pivot["runs"] = runs.reindex(pivot.index).astype(int).astype(str)
+            order = {m: i for i, m in enumerate(pages.MEASURES)}
+            pivot = pivot.reset_index().sort_values(["group", x, "measure"], key=lambda c: c.map(order)
+                                                    if c.name == "measure" else c, kind="stable")
+            columns, table = list(pivot.columns), [[_fmt(v) for v in r] for r in pivot.itertuples(index=False)]
+        notes = []
+        if comparison.id == "rotation":
+            for run in collection.runs:
+                group = f"{run.series} · {run.layer}"
+                if not run.rotation and group in set(rows["group"]) and group not in [g for g, _ in notes]:
+                    notes.append((group, panels.layer(run.model, run.layer)))
         sections.append({
             "id": comparison.id, "title": comparison.title, "text": comparison.text, "caption": comparison.caption,
-            "empty": comparison.empty, "spec": comparison.chart(rows), "columns": list(table.columns),
-            "rows": [[_fmt(v) for v in r] for r in table.itertuples(index=False)],
+            "empty": comparison.empty, "spec": comparison.chart(stats), "columns": columns, "rows": table,
+            "notes": [(group, found) for group, found in notes if found],
         })
     return sections
+
+
+def _cell(mean: float, sd: float, n: int) -> str:
+    return f"{mean:.1f} ± {sd:.1f}" if n > 1 else f"{mean:g}"
 
 
 def _fmt(value) -> str:
@@ -205,7 +251,7 @@ def _build(collection: Collection, reference: Reference | None, citation: str | 
     # Strips are the slow part: worker processes render them while this process writes the pages.
     strip_sizes: dict[str, StripSize] = {}
     jobs: list[StripJob] = []
-    for run in collection.runs:
+    for run in (run for run in collection.runs if run.slug in infos):
         image_size = tuple(data.image_size)
         k = max((len(u.images) for u in infos[run.slug]), default=0)
         strip_sizes[run.slug] = StripSize(
@@ -228,7 +274,7 @@ def _pages(site: SiteWriter, collection: Collection, reference: Reference | None
            panels: Panels) -> None:
     concepts = pages.concepts(collection, infos)
     concept_paths = {name: pages.concept_path(c) for name, c in concepts.items()}
-    rows = {run.slug: pages.run_row(run) for run in collection.runs}
+    rows = {run.slug: pages.run_row(run) for run in collection.runs if not run.rotation}
     categories = ordered_categories(c for run in collection.runs for c in run.categories)
 
     # Index.
@@ -236,17 +282,18 @@ def _pages(site: SiteWriter, collection: Collection, reference: Reference | None
     site.page(
         "index.html", "index.html", title="Network dissection report", section="index", charts=True,
         rows=list(rows.values()), categories=categories, concept_count=len(concepts),
-        rotated=any(run.rotation for run in collection.runs),
-        total_units=sum(run.units for run in collection.runs), thresholds=" / ".join(f"{t:g}" for t in thresholds),
+        significance=any(row["significant"] for row in rows.values()),
+        rotated=sum(1 for run in collection.runs if run.rotation),
+        total_units=sum(row["units"] for row in rows.values()), thresholds=" / ".join(f"{t:g}" for t in thresholds),
         layer_chart=charts.interpretability_by_layer(pages.interpretability_rows(collection)),
-        unique_chart=charts.unique_detectors_bars(
-            pages.unique_rows(collection), "Unique detectors per model and layer, stacked by category"),
+        unique_chart=charts.unique_by_layer(pages.unique_rows(collection)),
         **_reference_context(reference),
     )
 
     # Layer and unit pages.
-    with progress(total=sum(run.units for run in collection.runs), desc="pages", unit="unit") as bar:
-        for run in collection.runs:
+    paged = [run for run in collection.runs if run.slug in infos]
+    with progress(total=sum(run.units for run in paged), desc="pages", unit="unit") as bar:
+        for run in paged:
             units = infos[run.slug]
             bars = pages.concept_bars(units)
             others = collection.rotations_of(run)
@@ -267,7 +314,7 @@ def _pages(site: SiteWriter, collection: Collection, reference: Reference | None
                     run=run, u=info, concept_paths=concept_paths, max_iou=max(ious, default=1.0) or 1.0,
                     prev=numbers[position - 1] if position else None,
                     next=numbers[position + 1] if position + 1 < len(numbers) else None,
-                    rotations=others, strip_w=size.width, strip_h=size.height,
+                    strip_w=size.width, strip_h=size.height,
                     panels=panels.unit(run.model, run.layer, info.unit),
                     crumbs=[("Overview", "../../index.html"), (run.model, None),
                             (run.layer, "index.html"), (f"unit {info.unit}", None)],
@@ -288,14 +335,14 @@ def _pages(site: SiteWriter, collection: Collection, reference: Reference | None
               total=len(concepts), crumbs=[("Overview", "../index.html"), ("Concepts", None)])
 
     site.page("compare.html", "compare.html", title="Comparisons", section="compare", charts=True,
-              sections=_compare_sections(collection))
+              sections=_compare_sections(collection, panels))
 
     # Provenance and downloads.
     runs = []
     for run in collection.runs:
         files = []
-        for name in RESULT_FILES:
-            if name.endswith(".npy"):
+        for name in ROTATED_DOWNLOADS if run.rotation else (*RESULT_FILES, "null.csv"):
+            if name.endswith(".npy") or not (run.path / name).is_file():
                 continue
             target = tmp / "data" / run.slug / name
             target.parent.mkdir(parents=True, exist_ok=True)

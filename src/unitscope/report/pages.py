@@ -132,18 +132,32 @@ def category_counts(summary: dict, key: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
-def run_row(run: Run) -> dict:
-    """The index table's row of one run, from its summary.json."""
-    summary = run.summary
+def _counts(summary: dict) -> dict:
     return {
-        "run": run,
-        "units": int(summary.get("units", run.units)),
         "detectors": int(summary.get("detectors", 0)),
         "detectors_per_category": category_counts(summary, "detectors_per_category"),
         "unique_per_category": int(summary.get("unique_per_category", {}).get("all", 0)),
         "unique_per_category_by": category_counts(summary, "unique_per_category.per_category"),
         "unique_top_label": int(summary.get("unique_top_label", {}).get("all", 0)),
         "unique_top_label_by": category_counts(summary, "unique_top_label.per_category"),
+    }
+
+
+def run_row(run: Run) -> dict:
+    """The index table's row of one run, from its summary.json: the significant counts where the run has a
+    permutation null (``significant``; ``raw`` always holds the raw ones), else the raw counts."""
+    summary = run.summary
+    significant = summary.get("significant")
+    chance = (significant or {}).get("chance_detectors") or {}
+    passed = (significant or {}).get("chance_significant") or {}
+    return {
+        "run": run,
+        "units": int(summary.get("units", run.units)),
+        "significant": significant is not None,
+        **_counts(significant or summary),
+        "raw": _counts(summary),
+        "chance_detectors": chance.get("mean"),
+        "chance_significant": passed.get("mean"),
     }
 
 
@@ -179,7 +193,8 @@ def concept_path(concept: Concept) -> str:
 
 
 def concepts(collection: Collection, infos: dict[str, list[UnitInfo]]) -> dict[str, Concept]:
-    """Every label shown on some unit page, with the units that detect it (per-category convention).
+    """Every label shown on some unit page, with the units that detect it (per-category convention); runs
+    without ``infos`` (rotated runs, which have no pages) are left out.
 
     A unit detects concept c of category k when c is its best label in k with IoU above the run's
     threshold; besides the detectors, the page lists the closest other units (c in their top five).
@@ -187,7 +202,7 @@ def concepts(collection: Collection, infos: dict[str, list[UnitInfo]]) -> dict[s
     categories: dict[str, Counter] = defaultdict(Counter)
     entries: dict[str, list[ConceptEntry]] = defaultdict(list)
     for run in collection.runs:
-        for info in infos[run.slug]:
+        for info in infos.get(run.slug, ()):
             for category, labels in info.best.items():
                 for position, (label, iou) in enumerate(labels):
                     categories[label][category] += 1
@@ -219,41 +234,68 @@ def layer_order(collection: Collection) -> dict[str, int]:
     return {f"{m}\0{layer}": i for m, names in layers.items() for i, layer in enumerate(sorted(names, key=natural_key))}
 
 
-def interpretability_rows(collection: Collection) -> pd.DataFrame:
-    """Fraction of detector units per category for every unrotated run (the paper's layer figure)."""
-    order = layer_order(collection)
-    rows = []
+def final_runs(collection: Collection) -> list[Run]:
+    """The unrotated runs of final weights: of the runs with one (series, layer, weights tag), the one without
+    an ``iteration`` tag or else with the highest (a pipeline-trained model's last checkpoint)."""
+    final: dict[tuple, Run] = {}
     for run in collection.runs:
         if run.rotation:
             continue
-        counts = category_counts(run.summary, "detectors_per_category")
-        model = run.model if not run.tags.get("iteration") else f"{run.model} @ {run.tags['iteration']}"
+        key = (run.series, run.layer, run.tags.get("weights", ""))
+        if key not in final or _training_progress(run) > _training_progress(final[key]):
+            final[key] = run
+    chosen = {id(run) for run in final.values()}
+    return [run for run in collection.runs if id(run) in chosen]
+
+
+def headline(run: Run) -> dict:
+    """The counts a run is summarised by: the significant ones where it has a permutation null, else the raw."""
+    return run.summary.get("significant") or run.summary
+
+
+def interpretability_rows(collection: Collection) -> pd.DataFrame:
+    """Fraction of detector units per category for every final unrotated run (the paper's layer figure)."""
+    order = layer_order(collection)
+    rows = []
+    for run in final_runs(collection):
+        counts = category_counts(headline(run), "detectors_per_category")
         for category in run.categories:
-            rows.append({"model": model, "layer": run.layer, "order": order[f"{run.model}\0{run.layer}"],
+            rows.append({"model": run.model, "layer": run.layer, "order": order[f"{run.model}\0{run.layer}"],
                          "category": category, "fraction": counts.get(category, 0) / max(run.units, 1)})
     return pd.DataFrame(rows, columns=["model", "layer", "order", "category", "fraction"])
 
 
 def unique_rows(collection: Collection) -> pd.DataFrame:
-    """Unique detectors per category (per-category convention) for every unrotated run."""
+    """Unique detectors per category (per-category convention) of every final unrotated run, by model."""
+    order = layer_order(collection)
     rows = []
-    for run in collection.runs:
-        if run.rotation:
-            continue
-        rows += _unique_long(run, network=f"{run.model} · {run.layer}")
-    return pd.DataFrame(rows, columns=["network", "category", "unique"])
+    for run in final_runs(collection):
+        counts = category_counts(headline(run), "unique_per_category.per_category")
+        rows += [{"model": run.model, "layer": run.layer, "order": order[f"{run.model}\0{run.layer}"],
+                  "category": c, "unique": counts.get(c, 0)} for c in run.categories]
+    return pd.DataFrame(rows, columns=["model", "layer", "order", "category", "unique"])
+
+
+#: The counts a comparison shows: significant (runs with a permutation null) and raw.
+MEASURES = ("significant", "raw")
 
 
 def _unique_long(run: Run, **extra) -> list[dict]:
-    counts = category_counts(run.summary, "unique_per_category.per_category")
-    return [{**extra, "category": c, "unique": counts.get(c, 0)} for c in run.categories]
+    """Unique detectors of one run per category and in all (per-category convention), for each measure it has."""
+    rows = []
+    for measure, summary in zip(MEASURES, (run.summary.get("significant"), run.summary)):
+        if not summary:
+            continue
+        counts = category_counts(summary, "unique_per_category.per_category")
+        per = [{**extra, "measure": measure, "category": c, "unique": counts.get(c, 0)} for c in run.categories]
+        rows += [{**extra, "measure": measure, "category": "all", "unique": sum(r["unique"] for r in per)}, *per]
+    return rows
 
 
 def rotation_rows(collection: Collection) -> pd.DataFrame:
-    """Unique detectors per category against α, for every network/layer dissected in rotated bases.
-
-    Each point is one run: the unrotated run stands at α = 0 only where no rotated run with α = 0 exists.
-    """
+    """Unique detectors against α (one row per run, measure and category), for every network/layer dissected
+    in rotated bases; ``seed`` is the rotation's. The unrotated run stands at α = 0 where no rotated run
+    with α = 0 exists."""
     rows = []
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in collection.runs:
@@ -265,33 +307,24 @@ def rotation_rows(collection: Collection) -> pd.DataFrame:
         rotated_at_zero = any(r.rotation and r.alpha == 0 for r in runs)
         for run in runs:
             if run.rotation or not rotated_at_zero:
-                rows += _unique_long(run, group=group, alpha=run.alpha)
-    return pd.DataFrame(rows, columns=["group", "alpha", "category", "unique"])
+                seed = run.rotation.get("seed") if run.rotation else None
+                rows += _unique_long(run, group=group, alpha=run.alpha, seed=-1 if seed is None else int(seed))
+    return pd.DataFrame(rows, columns=["group", "alpha", "seed", "measure", "category", "unique"])
 
 
 def weights_rows(collection: Collection) -> pd.DataFrame:
-    """Unique detectors per category of the final weights of each ``weights`` tag, grouped by series and layer.
-
-    Final weights: of the unrotated runs with one (series, layer, weights), the one without an ``iteration``
-    tag or else with the highest (a pipeline-trained model's last checkpoint, not its earlier ones).
-    """
-    final: dict[tuple, Run] = {}
-    for run in collection.runs:
-        if run.rotation or not run.tags.get("weights"):
-            continue
-        key = (run.series, run.layer, run.tags["weights"])
-        if key not in final or _training_progress(run) > _training_progress(final[key]):
-            final[key] = run
+    """Unique detectors of the final weights of each ``weights`` tag, grouped by series and layer."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
-    for (series, layer, _), run in final.items():
-        groups[(series, layer)].append(run)
+    for run in final_runs(collection):
+        if run.tags.get("weights"):
+            groups[(run.series, run.layer)].append(run)
     rows = []
     for (series, layer), runs in groups.items():
         if len({r.tags["weights"] for r in runs}) < 2:
             continue
         for run in runs:
             rows += _unique_long(run, group=f"{series} · {layer}", weights=run.tags["weights"])
-    return pd.DataFrame(rows, columns=["group", "weights", "category", "unique"])
+    return pd.DataFrame(rows, columns=["group", "weights", "measure", "category", "unique"])
 
 
 def _training_progress(run: Run) -> float:
@@ -303,7 +336,7 @@ def _training_progress(run: Run) -> float:
 
 
 def iteration_rows(collection: Collection) -> pd.DataFrame:
-    """Unique detectors per category over the ``iteration`` tag, grouped by series and layer (≥ 2 iterations)."""
+    """Unique detectors over the ``iteration`` tag, grouped by series and layer (≥ 2 iterations)."""
     rows = []
     for run in collection.runs:
         iteration = run.tags.get("iteration")
@@ -314,6 +347,6 @@ def iteration_rows(collection: Collection) -> pd.DataFrame:
         except ValueError:
             continue
         rows += _unique_long(run, group=f"{run.series} · {run.layer}", iteration=value)
-    table = pd.DataFrame(rows, columns=["group", "iteration", "category", "unique"])
+    table = pd.DataFrame(rows, columns=["group", "iteration", "measure", "category", "unique"])
     curves = table.groupby("group")["iteration"].transform("nunique") > 1  # a single checkpoint is no curve
     return table[curves].reset_index(drop=True)

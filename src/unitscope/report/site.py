@@ -32,9 +32,10 @@ PROVENANCE = NavLink("Provenance", "provenance.html", "provenance")
 
 def sections() -> dict[str, type[Section]]:
     """The section class of every result kind the report shows, in navigation order."""
+    from unitscope.report.dimension import DimensionSection
     from unitscope.report.dissection import DissectionSection
 
-    return {section.kind: section for section in (DissectionSection,)}
+    return {section.kind: section for section in (DissectionSection, DimensionSection)}
 
 
 @lru_cache(maxsize=1)
