@@ -67,6 +67,7 @@ def test_a_rotation_leaves_the_dimension_and_a_planted_layer_has_at_most_three(d
     rotated = measure(dataset, Planted(random_rotation(12, 5)), ["units"], tmp_path / "rot", SETTINGS)["units"]
     a, b = (json.loads((d / "dimension.json").read_text()) for d in (plain, rotated))
     assert a["participation_ratio"] == pytest.approx(b["participation_ratio"], rel=1e-5)
+    np.testing.assert_allclose(a["variance_shares"], b["variance_shares"], rtol=1e-5)
     assert 1 <= a["participation_ratio"] <= 3
     assert a["variance_shares"][2] == pytest.approx(1.0, abs=1e-6)  # three components carry everything
 

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
 from test_dissect import IMAGE, LABEL, LABELS, DyadicNet, _read, _settings, make_dataset, reference_activations
 from test_tally import tally_reference
 from unitscope.broden.reader import BrodenDataset
 from unitscope.broden.writer import BrodenWriter
+from unitscope.cli import main
 from unitscope.dissect import dissect, merge, run_tally_stage, run_topk_stage
 from unitscope.dissect.null import NULL_ALPHA, image_kinds, permutations
 from unitscope.settings import Shard
@@ -68,6 +70,7 @@ def test_null_tallies_match_brute_force(dataset, tmp_path) -> None:
     expected = np.quantile(ious.reshape(-1, ious.shape[-1]), quantile, axis=0)
     np.testing.assert_allclose(null["level"].to_numpy(), expected[counted], rtol=1e-12)
     np.testing.assert_allclose(null["max"].to_numpy(), ious.max(axis=(0, 1))[counted], rtol=1e-12)
+    np.testing.assert_allclose(null["mean"].to_numpy(), ious.mean(axis=(0, 1))[counted], rtol=1e-12)
     assert (null["level"] > 0).sum() > 3
     summary = json.loads((tmp_path / "out" / "mixed" / "summary.json").read_text())
     chance = (ious.max(axis=2) > 0.04).sum(axis=1)
@@ -121,6 +124,11 @@ def test_planted_detector_survives_and_a_chance_detector_does_not(tmp_path) -> N
     assert summary["detectors"] == 2
     assert summary["significant"]["detectors"] == 1
     assert summary["significant"]["unique_top_label"]["per_category"]["object"] == 1
+    # `unitscope summarize` finds null.csv beside the tally and counts the same significant detectors.
+    printed = CliRunner().invoke(main, ["summarize", str(out / "units" / "tally.csv"), "--json"])
+    assert printed.exit_code == 0, printed.output
+    recounted = json.loads(printed.output)["significant"]
+    assert {k: v for k, v in summary["significant"].items() if not k.startswith("chance")} == recounted
 
 
 def test_sharded_null_equals_unsharded(dataset, tmp_path) -> None:
@@ -138,3 +146,15 @@ def test_sharded_null_equals_unsharded(dataset, tmp_path) -> None:
         assert "significant" in json.loads((tmp_path / "whole" / layer / "summary.json").read_text())
     pd.testing.assert_frame_equal(_read(tmp_path / "whole" / "mixed", "null.csv"),
                                   _read(tmp_path / "merged" / "mixed", "null.csv"))
+
+
+def test_summarize_refuses_a_null_of_another_dissection(tmp_path) -> None:
+    tally = tmp_path / "tally.csv"
+    tally.write_text("unit,category,label,score,object-label,object-truth,object-activation,object-intersect,object-iou\n"
+                     "1,object,car,0.5,car,10,10,5,0.5\n")
+    (tmp_path / "other.csv").write_text("number,label,category,level,max,mean\n4,tree,object,0.1,0.2,0.01\n")
+    result = CliRunner().invoke(main, ["summarize", str(tally), "--null", str(tmp_path / "other.csv")])
+    assert result.exit_code == 2 and "no null level for label 'car'" in result.output
+    (tmp_path / "null.csv").write_text("number,label,category,level,max,mean\n3,car,object,0.6,0.7,0.01\n")
+    found = CliRunner().invoke(main, ["summarize", str(tally), "--json"])  # null.csv beside the tally
+    assert json.loads(found.output)["significant"]["detectors"] == 0  # 0.5 does not beat the level 0.6

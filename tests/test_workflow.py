@@ -75,6 +75,7 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
     trained = models["probecnn"]["train"]
     checkpoints = set(trained["checkpoints"]) - {trained["iterations"]}
     unrotated = sum(len(m["layers"]) for m in models.values()) + len(checkpoints) * len(trained["layers"])
+    runs = len(models) + len(checkpoints)  # unrotated runs: one effective-dimension job each
     rotated = sum(
         sum(1 if alpha == 0 else len(m["rotation"]["seeds"]) for alpha in m["rotation"]["alphas"])
         * len(m["rotation"]["layers"]) for m in models.values() if "rotation" in m
@@ -82,7 +83,7 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
     # One forward pass per set of weights (not per layer): each model, plus each earlier checkpoint.
     assert counts == {
         "all": 1, "probe_dataset": 1, "train_probecnn": 1, "extract": len(models) + len(checkpoints),
-        "dissect": unrotated + rotated, "dimension": unrotated, "provenance": 1, "report": 1,
+        "dissect": unrotated + rotated, "dimension": runs, "provenance": 1, "report": 1,
     }
 
 
@@ -113,7 +114,7 @@ def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
     assert counts["extract"] == 2 * sources
     assert counts["dissect_topk"] == counts["dissect_tally"] == 2 * results
     assert counts["merge_topk"] == counts["merge_tally"] == results
-    assert counts["dimension"] == results - 3  # the unrotated ones, each reading both shards' caches
+    assert counts["dimension"] == sources  # one per unrotated run, each reading both shards' caches
     assert "dissect" not in counts
 
 
@@ -196,7 +197,7 @@ def test_provenance_records_versions_checksums_and_seeds(tmp_path: Path, monkeyp
     (tmp_path / "models" / "checkpoint-4.pt").write_bytes(b"weights")
     lock = tmp_path / "requirements.lock"
     lock.write_text(f"# comment\ntorch=={metadata.version('torch')}\nnot-installed-package==1.0\n")
-    config = {"device": "cpu", "datasets": {"p": {"seed": 3}}, "models": {"m": {"rotation": {"seed": 1}}}}
+    config = {"device": "cpu", "datasets": {"p": {"seed": 3}}, "models": {"m": {"rotation": {"seeds": [1, 2]}}}}
     record = collect_provenance(config, {"p": data}, [result], [tmp_path / "models"], lock)
     assert record["unitscope_version"] == __version__
     assert record["versions"]["torch"] == metadata.version("torch")
@@ -225,7 +226,7 @@ def test_provenance_records_versions_checksums_and_seeds(tmp_path: Path, monkeyp
                "images/x_object.png": sha(b"png2")}
     listing = "".join(f"{digests[name]}  {name}\n" for name in sorted(digests))
     assert collect_provenance(config, {"p": data})["datasets"]["p"]["content_sha256"] == sha(listing.encode())
-    assert record["seeds"] == {"datasets.p.seed": 3, "models.m.rotation.seed": 1}
+    assert record["seeds"] == {"datasets.p.seed": 3, "models.m.rotation.seeds": [1, 2]}
     assert record["config"] == config and record["device"]["configured"] == "cpu"
     assert record["git"]["commit"] is None or len(record["git"]["commit"]) == 40
     assert find_seeds({"a": {"train": {"seed": 0}, "rotation_seed": 5}}) == {"a.train.seed": 0, "a.rotation_seed": 5}
@@ -387,7 +388,7 @@ def test_killed_make_report_resumes_to_identical_results(clone: Path, tmp_path_f
     assert resumed.returncode == 0, out[-3000:]
     results = sorted(p.relative_to(reference) for p in (reference / "results/dissect").rglob("*")
                      if p.is_file() and p.name in RESULT_FILES)
-    assert len(results) == 7 * len(RESULT_FILES)
+    assert len(results) == 8 * len(RESULT_FILES)  # the tiny config's eight (run, layer) results
     for path in results:
         assert (clone / path).read_bytes() == (reference / path).read_bytes(), path
     assert (clone / "reports/site/index.html").is_file()

@@ -33,16 +33,17 @@ COMPONENTS = 10
 
 
 class Covariance:
-    """Streaming covariance of a layer's units over images and positions (sums in float64)."""
+    """Streaming covariance of a layer's units over images and positions (sums in float64, on the device of
+    the activations)."""
 
-    def __init__(self, units: int) -> None:
+    def __init__(self, units: int, device: torch.device | str = "cpu") -> None:
         self.count = 0
-        self.total = torch.zeros(units, dtype=torch.float64)
-        self.products = torch.zeros(units, units, dtype=torch.float64)
+        self.total = torch.zeros(units, dtype=torch.float64, device=device)
+        self.products = torch.zeros(units, units, dtype=torch.float64, device=device)
 
     def update(self, acts: torch.Tensor) -> None:
         """Add activations (B, units, h, w): every position of every image is one sample."""
-        samples = acts.transpose(0, 1).reshape(acts.shape[1], -1).to(device="cpu", dtype=torch.float64)
+        samples = acts.transpose(0, 1).reshape(acts.shape[1], -1).to(device=self.total.device, dtype=torch.float64)
         self.count += samples.shape[1]
         self.total += samples.sum(dim=1)
         self.products += samples @ samples.T
@@ -50,7 +51,7 @@ class Covariance:
     def matrix(self) -> np.ndarray:
         """The covariance (units, units), float64."""
         mean = self.total / self.count
-        return ((self.products - self.count * torch.outer(mean, mean)) / self.count).numpy()
+        return ((self.products - self.count * torch.outer(mean, mean)) / self.count).cpu().numpy()
 
 
 def participation_ratio(covariance: np.ndarray) -> float:
@@ -83,7 +84,7 @@ def measure(dataset: BrodenDataset | str | Path, source: Source, layers: Sequenc
         for indices, raw in batches:
             for layer in run.layers:
                 acts = transform(raw[layer])
-                covariances.setdefault(layer, Covariance(acts.shape[1])).update(acts)
+                covariances.setdefault(layer, Covariance(acts.shape[1], acts.device)).update(acts)
             seen += len(indices)
             bar.update(len(indices))
     finally:
@@ -99,6 +100,7 @@ def measure(dataset: BrodenDataset | str | Path, source: Source, layers: Sequenc
             meta = {"kind": KIND, "schema_version": SCHEMA_VERSION, "model": run.settings.name or run.source_meta["model"],
                     "model_spec": run.source_meta["model_spec"], "weights_sha256": run.source_meta["weights_sha256"],
                     "layer": layer, "units": units, "dataset": run.dataset_meta(),
+                    "categories": list(run.dataset.categories),
                     "normalize": run.source_meta["normalize"], "tags": dict(run.settings.tags),
                     "unitscope_version": __version__}
             result = {"units": units, "samples": covariance.count, "participation_ratio": participation_ratio(matrix),

@@ -67,12 +67,12 @@ def write_npy(array: np.ndarray, path: Path) -> None:
     write_atomic(path, write)
 
 
-def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
+def write_npz(arrays: dict[str, np.ndarray], path: Path, compressed: bool = False) -> None:
     import numpy as np
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+            (np.savez_compressed if compressed else np.savez)(handle, **arrays)
 
     write_atomic(path, write)
 

@@ -98,14 +98,15 @@ def weights_record(results: Sequence[str | Path], checkpoints: Sequence[str | Pa
     return {"results": dict(sorted(models.items())), "checkpoints": files}
 
 
-def find_seeds(config: Mapping, prefix: str = "") -> dict[str, int]:
-    """Every ``seed`` value in the config, keyed by its dotted path (``models.probecnn.train.seed``)."""
-    seeds: dict[str, int] = {}
+def find_seeds(config: Mapping, prefix: str = "") -> dict[str, int | list[int]]:
+    """Every ``seed`` value (and ``seeds`` list) in the config, keyed by its dotted path
+    (``models.probecnn.train.seed``, ``models.probecnn.rotation.seeds``)."""
+    seeds: dict[str, int | list[int]] = {}
     for key, value in config.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping):
             seeds.update(find_seeds(value, f"{path}."))
-        elif key == "seed" or key.endswith("_seed"):
+        elif key in ("seed", "seeds") or key.endswith("_seed"):
             seeds[path] = value
     return seeds
 

@@ -9,7 +9,8 @@ combinations (:mod:`unitscope.broden.combinations`), so a mask pixel costs one i
 layer: ``pair · C + id`` keys are counted with ``bincount``, and the few (pair, combination) totals are
 spread over the combinations' labels with ``index_add_``. Counts are int64 and exact, on whatever device
 the activations live (GPU when there). Work is split into chunks so memory is bounded by
-``max_elements``, independent of the number of images. Counts of image shards add up exactly.
+``max_elements`` per label batch counted (:func:`update_tallies` counts several against one set of masks),
+independent of the number of images. Counts of image shards add up exactly.
 
 Presence rules for the category-conditional activation count act_cat[u, k] (spec §2.5.1–2.5.2); the
 category of a label is always its **primary** category; label 0 and labels without a selected primary
@@ -32,8 +33,6 @@ import torch
 
 from unitscope.broden.loaders import SegmentationBatch
 from unitscope.settings import PRESENCE_RULES
-
-
 
 #: Relative slack of the tile test: far above the float32 rounding of any bilinear value (a few ulps).
 _ROUNDING = 64 * 2.0**-24

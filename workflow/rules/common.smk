@@ -31,6 +31,10 @@ def config_error(key: str, message: str) -> WorkflowError:
     return WorkflowError(f"config key `{key}`: {message} (every key: docs/workflow.md)")
 
 
+for _name, _entry in (config.get("models") or {}).items():  # renamed keys, before the schema's generic message
+    if isinstance(_entry, dict) and isinstance(_entry.get("rotation"), dict) and "seed" in _entry["rotation"]:
+        raise config_error(f"models.{_name}.rotation.seed", "is now `seeds`, a list (e.g. seeds: [1, 2, 3])")
+
 try:  # fills in the schema's defaults too
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError as error:

@@ -19,21 +19,51 @@ from unitscope.settings import DISSECT_DEFAULTS
     show_default=True,
     help="A unit is a detector when its best IoU is strictly greater than this.",
 )
+@click.option("--null", "null_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="null.csv of a permutation null (default: the one beside TALLY, if any): also count significant "
+                   "detectors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary.json dict instead of a table.")
-def summarize_command(tally: Path, iou_threshold: float, as_json: bool) -> None:
-    """Count detectors and unique detectors (both conventions) in TALLY (a NetDissect tally.csv)."""
-    from unitscope.summary import TallyFormatError, read_tally, summarize
+def summarize_command(tally: Path, iou_threshold: float, null_path: Path | None, as_json: bool) -> None:
+    """Count detectors and unique detectors (both conventions) in TALLY (a NetDissect tally.csv); with a
+    permutation null's null.csv, also those whose IoU beats their label's null level."""
+    import pandas as pd
 
+    from unitscope.summary import TallyFormatError, read_tally, summarize, tally_categories
+
+    if null_path is None and (tally.parent / "null.csv").is_file():
+        null_path = tally.parent / "null.csv"
     try:
-        summary = summarize(read_tally(tally), iou_threshold)
+        levels = None
+        if null_path is not None:
+            try:
+                table = pd.read_csv(null_path, keep_default_na=False)
+                levels = dict(zip(table["label"].astype(str), table["level"].astype(float)))
+            except (OSError, KeyError, ValueError) as error:
+                raise click.BadParameter(f"{null_path}: not a null.csv with columns label and level ({error})",
+                                         param_hint="--null") from None
+        frame = read_tally(tally)
+        if levels is not None:
+            labels = {str(v) for k in tally_categories(frame) for v in frame[f"{k}-label"]} - {""}
+            unknown = sorted(labels - set(levels))
+            if unknown:
+                raise click.BadParameter(f"{null_path} has no null level for label {unknown[0]!r} of {tally}; give "
+                                         "the null.csv of the same dissection", param_hint="--null")
+        summary = summarize(frame, iou_threshold, levels=levels)
     except TallyFormatError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(format_summary(summary))
+    if "significant" in summary:
+        click.echo(f"\nSignificant: the IoU also beats its label's null level in {null_path}.\n")
+        click.echo(format_summary({**summary, **summary["significant"]}, header=False))
 
 
-def format_summary(summary: dict) -> str:
-    """A plain-text table of a summary dict: one row per category, then the total."""
-    header = ("category", "k-detectors", "top-label detectors", "unique top-label", "unique per-category")
+def format_summary(summary: dict, header: bool = True) -> str:
+    """A plain-text table of a summary dict: one row per category, then the total (``header``: with the
+    explanation lines first)."""
+    titles = ("category", "k-detectors", "top-label detectors", "unique top-label", "unique per-category")
     rows = [
         (
             k,
@@ -53,7 +83,7 @@ def format_summary(summary: dict) -> str:
             summary["unique_per_category"]["all"],
         )
     )
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    widths = [max(len(str(row[i])) for row in [titles, *rows]) for i in range(len(titles))]
 
     def line(cells: tuple) -> str:
         padded = (str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -65,10 +95,8 @@ def format_summary(summary: dict) -> str:
         "top-label detectors: detectors whose top category is k.",
         "unique per-category 'all' is the sum over categories (the CVPR chart's convention).",
         "",
-        line(header),
-        *(line(row) for row in rows),
-    ]
-    return "\n".join(lines)
+    ] if header else []
+    return "\n".join([*lines, line(titles), *(line(row) for row in rows)])
 
 
 COMMANDS = [summarize_command]

@@ -1,7 +1,7 @@
 """The permutation null of a dissection: how high a unit's IoU with a label gets by chance (docs/engine.md).
 
-Each of R permutations pairs the activations of image i with the labels of another image π_r(i) of the same
-*kind* (the same annotated columns of index.csv: scene photos with scene photos, texture photos with texture
+Each of R permutations pairs the activations of image i with the labels of a random image π_r(i) of the same
+*kind* (possibly i itself) (the same annotated columns of index.csv: scene photos with scene photos, texture photos with texture
 photos) and tallies them exactly, thresholds fixed, with the dissection's own counting
 (:func:`unitscope.tally.update_tallies`: the masks are computed once for the real labels and every
 permutation). The null level of a label c is the 1 − α/L quantile of its IoU over every unit and permutation

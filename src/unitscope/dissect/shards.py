@@ -71,7 +71,7 @@ def run_tally_stage(dataset: BrodenDataset, source: Source, layers: Sequence[str
         meta = json.loads(meta_path.read_text())
         metas[layer] = run.layer_meta(layer, meta["units"], tuple(meta["map_size"]))
         _check_same(meta, metas[layer], f"the thresholds in {meta_path}", "this tally stage",
-                    ignore=("presence", "iou_threshold"))
+                    ignore=("presence", "iou_threshold", "null"))
         thresholds[layer] = read_thresholds(thresholds_dir / layer / "thresholds.csv")
         tops[layer] = read_top_images(thresholds_dir / layer / "top_images.csv", meta["units"], settings.top_k)
         sizes[layer] = tuple(meta["map_size"])
@@ -84,7 +84,7 @@ def run_tally_stage(dataset: BrodenDataset, source: Source, layers: Sequence[str
                       "top_indices": s.top.indices, "top_maps": s.maps, "top_filled": s.filled}
             write_npz(arrays, staging / "tally.npz")
             if s.null:
-                write_npz(stack_counts([t.counts() for t in s.null]), staging / NULL_FILE)
+                write_npz(stack_counts([t.counts() for t in s.null]), staging / NULL_FILE, compressed=True)
             write_json(metas[layer], staging / "meta.json")
             publish_directory(staging, out_dir / layer)
         part = _part_info(run, "tally", shard, [s.top for s in state.values()])

@@ -11,8 +11,8 @@ from unitscope.report.sections import Panel, Section, SiteInputs
 
 
 class DimensionSection(Section):
-    """Participation ratio and leading variance shares of a layer, shown on its layer pages (every basis:
-    a rotation leaves them unchanged) and beside its rotation series on the comparison page."""
+    """Participation ratio and leading variance shares of a layer, shown on its layer page and beside its
+    rotation series on the comparison page (a rotation leaves them unchanged)."""
 
     kind = "dimension"
 
@@ -24,7 +24,11 @@ class DimensionSection(Section):
             if not path.is_file():
                 raise ReportInputError(f"{path} not found: {directory} is not the output of `unitscope dimension`")
             meta, result = read_json(directory / "meta.json"), read_json(path)
-            self.results[(str(meta["model"]), str(meta["layer"]))] = result
+            key = (str(meta["model"]), str(meta["layer"]))
+            if key in self.results:
+                raise ReportInputError(f"{directory}: a second effective dimension of {key[0]} · {key[1]}; "
+                                       "give one result directory per model and layer")
+            self.results[key] = result
 
     def layer_panels(self, model: str, layer: str) -> list[Panel]:
         result = self.results.get((model, layer))
