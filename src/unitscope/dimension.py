@@ -11,6 +11,7 @@ which is why the rotation experiment of a low-dimensional layer is a control, no
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,9 @@ import torch
 from unitscope import __version__
 from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect.passes import Transform
-from unitscope.dissect.sources import Source, activation_batches, check_rows, prepare
+from unitscope.dissect.sources import Source, activation_batches, every_row, prepare
 from unitscope.dissect.tables import output_dir
 from unitscope.io import publish_directory, write_json
-from unitscope.progress import progress
 from unitscope.settings import DissectSettings
 
 #: ``kind`` and ``schema_version`` of a dimension result's ``meta.json``.
@@ -77,20 +77,11 @@ def measure(dataset: BrodenDataset | str | Path, source: Source, layers: Sequenc
     run = prepare(dataset, source, layers, settings or DissectSettings(), None)
     transform = Transform(None, run.device)
     covariances: dict[str, Covariance] = {}
-    seen = 0
-    bar = progress(total=len(run.rows), desc="covariance", unit="img")
-    batches = activation_batches(run)
-    try:
-        for indices, raw in batches:
+    with closing(every_row(run, activation_batches(run), "covariance")) as batches:
+        for _, raw in batches:
             for layer in run.layers:
                 acts = transform(raw[layer])
                 covariances.setdefault(layer, Covariance(acts.shape[1], acts.device)).update(acts)
-            seen += len(indices)
-            bar.update(len(indices))
-    finally:
-        batches.close()
-        bar.close()
-    check_rows(seen, run)
     out_dir = Path(out_dir)
     written = {}
     with output_dir(out_dir) as scratch:

@@ -85,14 +85,15 @@ def environment_record(lock: str | Path = LOCK_FILE) -> dict[str, object]:
 
 
 def weights_record(results: Sequence[str | Path], checkpoints: Sequence[str | Path]) -> dict[str, object]:
-    """Model weights behind the results: per result directory its ``model_spec`` and ``weights_sha256`` (from
-    its ``meta.json``), and the sha256 of every checkpoint file (``*.pt``) in the given directories."""
+    """Model weights behind the results: per result directory (each given one, or each found below a given
+    root, as the report finds them) its ``model_spec`` and ``weights_sha256`` (from its ``meta.json``), and the
+    sha256 of every checkpoint file (``*.pt``) in the given directories."""
+    from unitscope.report.collect import result_directories
+
     models: dict[str, dict[str, str | None]] = {}
-    for directory in results:
-        meta_path = Path(directory) / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found: {directory} is not a result directory")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    by_kind, _ = result_directories(results)
+    for directory in sorted(d for directories in by_kind.values() for d in directories):
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         models[str(directory)] = {"model_spec": meta.get("model_spec"), "weights_sha256": meta.get("weights_sha256")}
     files = {str(path): sha256_of(path) for directory in checkpoints for path in sorted(Path(directory).glob("*.pt"))}
     return {"results": dict(sorted(models.items())), "checkpoints": files}

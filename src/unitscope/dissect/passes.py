@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from contextlib import closing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,7 @@ import torch
 
 from unitscope.activations import ActivationCacheWriter
 from unitscope.dissect.null import PermutedLabels, image_kinds, permutations
-from unitscope.dissect.sources import Run, activation_batches, check_rows, labelled_batches
-from unitscope.progress import progress
+from unitscope.dissect.sources import Run, activation_batches, every_row, labelled_batches
 from unitscope.rotation import rotate_activations, rotation_matrix
 from unitscope.settings import Rotation
 from unitscope.tally import Tally, update_tallies
@@ -70,34 +70,26 @@ def topk_pass(run: Run, cache_root: Path | None) -> dict[str, LayerTopK]:
             extra={"weights_sha256": run.source_meta["weights_sha256"]},
         )
     state: dict[str, LayerTopK] = {}
-    seen = 0
-    bar = progress(total=len(run.rows), desc="thresholds", unit="img")
-    batches = activation_batches(run)  # closed below, also on error: a model's hooks come off at once
     try:
-        for indices, raw in batches:
-            if writer is not None:
-                writer.write(torch.from_numpy(indices), raw)
-            for layer in run.layers:
-                acts = transform(raw[layer])
-                if layer not in state:
-                    units, (h, w) = acts.shape[1], tuple(acts.shape[2:])
-                    k = required_k(run.images * h * w, run.settings.level)
-                    top = TopImages.empty(units, run.settings.top_k)
-                    state[layer] = LayerTopK(TopK(units, k, run.device), top, (h, w))
-                state[layer].topk.update(acts)
-                state[layer].images.update(indices, acts.amax(dim=(2, 3)).cpu().numpy())
-            seen += len(indices)
-            bar.update(len(indices))
-        check_rows(seen, run)
+        with closing(every_row(run, activation_batches(run), "thresholds")) as batches:
+            for indices, raw in batches:
+                if writer is not None:
+                    writer.write(torch.from_numpy(indices), raw)
+                for layer in run.layers:
+                    acts = transform(raw[layer])
+                    if layer not in state:
+                        units, (h, w) = acts.shape[1], tuple(acts.shape[2:])
+                        k = required_k(run.images * h * w, run.settings.level)
+                        top = TopImages.empty(units, run.settings.top_k)
+                        state[layer] = LayerTopK(TopK(units, k, run.device), top, (h, w))
+                    state[layer].topk.update(acts)
+                    state[layer].images.update(indices, acts.amax(dim=(2, 3)).cpu().numpy())
         if writer is not None:
             writer.close()
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    finally:
-        batches.close()
-        bar.close()
     return state
 
 
@@ -138,10 +130,7 @@ def tally_pass(run: Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[str
             tally(layer), top, np.zeros((units, k, *map_sizes[layer]), np.float32), np.zeros((units, k), bool),
             lookup, [tally(layer) for _ in range(settings.null_permutations)],
         )
-    seen = 0
-    bar = progress(total=len(run.rows), desc="tally", unit="img")
-    batches = labelled_batches(run, caches)
-    try:
+    with closing(every_row(run, labelled_batches(run, caches), "tally")) as batches:
         for indices, raw, seg in batches:
             null_labels = permuted.batches(indices) if permuted is not None else []
             for layer in run.layers:
@@ -154,10 +143,4 @@ def tally_pass(run: Run, thresholds: Mapping[str, np.ndarray], tops: Mapping[str
                     rows, units, ranks = (list(column) for column in zip(*hits))
                     layer_state.maps[units, ranks] = acts[rows, units].cpu().numpy()
                     layer_state.filled[units, ranks] = True
-            seen += len(indices)
-            bar.update(len(indices))
-    finally:
-        batches.close()
-        bar.close()
-    check_rows(seen, run)
     return state

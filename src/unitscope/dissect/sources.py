@@ -26,6 +26,7 @@ from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect.null import NULL_ALPHA, null_quantile
 from unitscope.models import LoadedModel, load_model, normalizer, resolve_layers
 from unitscope.models.layers import warn_linear_layers
+from unitscope.progress import progress
 from unitscope.settings import DissectError, DissectSettings, Shard, resolve_device
 
 #: ``kind`` and ``schema_version`` of a dissection's ``meta.json`` (docs/outputs.md).
@@ -214,6 +215,23 @@ def caches_to_disk(run: Run) -> bool:
     ``disk``, never with ``recompute``, with ``auto`` when it fits ``settings.cache_budget_gb``."""
     policy = run.settings.cache
     return policy == "disk" or (policy == "auto" and cache_bytes(run) <= run.settings.cache_budget_gb * 1e9)
+
+
+def every_row(run: Run, batches, desc: str) -> Iterator:
+    """The batches of ``batches`` (any of the streams above) with a progress bar over ``run.rows``. Use it with
+    ``contextlib.closing``: closing it closes ``batches`` (a model's hooks come off at once, also on error);
+    exhausting it checks that every row came."""
+    seen = 0
+    bar = progress(total=len(run.rows), desc=desc, unit="img")
+    try:
+        for batch in batches:
+            yield batch
+            seen += len(batch[0])
+            bar.update(len(batch[0]))
+    finally:
+        batches.close()
+        bar.close()
+    check_rows(seen, run)
 
 
 def check_rows(seen: int, run: Run) -> None:
