@@ -571,3 +571,25 @@ def test_significant_counts_lead_and_raw_ones_stand_beside_them(tmp_path) -> Non
     assert row[-2:] == [str(summary["unique_per_category"]["all"]), str(summary["unique_top_label"]["all"])]
     lead = (site / "toy" / "layer4" / "index.html").read_text()
     assert "<strong>3</strong> of them are significant" in lead and "0.5 significant ones" in lead
+
+
+def test_unit_and_concept_pages_mark_significant_detectors(tmp_path) -> None:
+    """With a null.csv, a detector above its label's level is marked significant, one below it at chance level."""
+    dataset = make_dataset(tmp_path / "broden")
+    layer = make_results(tmp_path / "results" / "toy", dataset, model="toy", seed=1)
+    tally = pd.read_csv(layer / "tally.csv", keep_default_na=False)
+    detectors = tally[tally["score"] > 0.04].sort_values("unit")
+    strong, weak = detectors.iloc[0], detectors.iloc[1]
+    levels = {label: 0.0 for label in pd.read_csv(layer / "ious.csv", keep_default_na=False)["label"]}
+    levels[weak["label"]] = float(weak["score"]) + 0.01
+    if strong["label"] == weak["label"]:
+        pytest.skip("the toy results' first two detectors share a label")
+    pd.DataFrame({"number": range(len(levels)), "label": list(levels), "category": "object", "level": list(levels.values()),
+                  "max": 0.0, "mean": 0.0}).to_csv(layer / "null.csv", index=False)
+    site = build_site([tmp_path / "results"], dataset, tmp_path / "site", workers=1)
+    strong_page = (site / "toy" / "layer4" / f"unit-{int(strong['unit']):04d}.html").read_text()
+    weak_page = (site / "toy" / "layer4" / f"unit-{int(weak['unit']):04d}.html").read_text()
+    assert "significant</span>" in strong_page and "at chance level" not in strong_page
+    assert "at chance level</span>" in weak_page
+    concepts = (site / "concepts" / "index.html").read_text()
+    assert "significant)" in concepts

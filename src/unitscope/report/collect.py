@@ -36,6 +36,8 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "ious.csv": ("unit", "label", "category", "iou"),
     "top_images.csv": ("unit", "rank", "image_index", "image", "max_activation"),
 }
+#: Columns the report reads from a layer's optional files.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"null.csv": ("label", "level")}
 RESULT_FILES: tuple[str, ...] = (*REQUIRED_COLUMNS, "top_maps.npy", "summary.json", "meta.json")
 
 
@@ -74,7 +76,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, keep_default_na=False, na_values={"score": [""], "iou": [""]})
     except (OSError, ValueError) as exc:
         raise ReportInputError(f"{path}: cannot parse CSV ({exc})") from exc
-    missing = [c for c in REQUIRED_COLUMNS[path.name] if c not in frame.columns]
+    missing = [c for c in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}[path.name] if c not in frame.columns]
     if missing:
         raise ReportInputError(f"{path}: missing column(s) {', '.join(missing)} (schema in docs/outputs.md)")
     return frame
@@ -191,6 +193,22 @@ class Run:
     def is_detector(self, score: float) -> bool:
         """The paper's detector rule: best IoU strictly above the threshold."""
         return bool(score > self.iou_threshold)
+
+    @cached_property
+    def null_levels(self) -> dict[str, float] | None:
+        """Each label's null level from ``null.csv`` (docs/engine.md, Significance); None without a null."""
+        path = self.path / "null.csv"
+        if not path.is_file():
+            return None
+        frame = _read_csv(path)
+        return dict(zip(frame["label"].astype(str), frame["level"].astype(float)))
+
+    def is_significant(self, label: str, iou: float) -> bool | None:
+        """A detector whose IoU also beats its label's null level; None when the run has no null."""
+        levels = self.null_levels
+        if levels is None:
+            return None
+        return self.is_detector(iou) and iou > levels.get(label, 0.0)
 
     def _check_units(self, frame: pd.DataFrame, name: str) -> None:
         units = sorted(frame["unit"].tolist())

@@ -46,6 +46,7 @@ class UnitInfo:
     score: float
     threshold: float
     detector: bool
+    significant: bool | None  # the detector's IoU beats its label's null level (None: the run has no null)
     best: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # category -> [(label, iou)]
     images: list[tuple[int, str, float]] = field(default_factory=list)  # (image_index, image, max activation)
 
@@ -80,6 +81,8 @@ def unit_infos(run: Run) -> list[UnitInfo]:
                 score=score,
                 threshold=float(run.thresholds[unit - 1]),
                 detector=run.is_detector(score),
+                significant=run.is_significant(str(row.label), score) if score > 0 else (
+                    None if run.null_levels is None else False),
                 best=per_category,
                 images=images[int(unit)],
             )
@@ -170,6 +173,7 @@ class ConceptEntry:
     iou: float
     detector: bool
     top_label: bool
+    significant: bool | None  # None: the run has no permutation null
 
 
 @dataclass
@@ -186,6 +190,13 @@ class Concept:
     @property
     def detectors(self) -> int:
         return sum(e.detector for e in self.entries)
+
+    @property
+    def significant(self) -> int | None:
+        """Detectors whose IoU beats the concept's null level (None when no run listed has a null)."""
+        if all(e.significant is None for e in self.entries):
+            return None
+        return sum(bool(e.significant) for e in self.entries)
 
 
 def concept_path(concept: Concept) -> str:
@@ -207,7 +218,9 @@ def concepts(collection: Collection, infos: dict[str, list[UnitInfo]]) -> dict[s
                 for position, (label, iou) in enumerate(labels):
                     categories[label][category] += 1
                     detector = position == 0 and run.is_detector(iou)
-                    entries[label].append(ConceptEntry(run, info.unit, iou, detector, label == info.label))
+                    significant = run.is_significant(label, iou)
+                    entries[label].append(ConceptEntry(run, info.unit, iou, detector, label == info.label,
+                                                       None if significant is None else detector and significant))
     result: dict[str, Concept] = {}
     used: set[str] = set()
     for name in sorted(entries):
