@@ -332,7 +332,7 @@ def test_unit_page_links_neighbours_and_rotated_runs_have_no_pages(study) -> Non
     assert not (site / "toynet" / "layer4~rot1s1").exists()
     assert "../../compare.html#rotation-h" in parse(site / "toynet" / "layer4" / "index.html").refs
     index = (site / "index.html").read_text()
-    assert "2 runs in rotated bases" in index and "layer4~rot" not in index
+    assert "2 more runs in rotated bases or at other thresholds" in index and "layer4~rot" not in index
     downloads = parse(site / "provenance.html").refs
     assert "data/toynet/layer4~rot1s1/summary.json" in downloads and "data/toynet/layer4~rot1s1/ious.csv" not in downloads
     assert "data/toynet/layer4/ious.csv" in downloads
@@ -593,3 +593,29 @@ def test_unit_and_concept_pages_mark_significant_detectors(tmp_path) -> None:
     assert "at chance level</span>" in weak_page
     concepts = (site / "concepts" / "index.html").read_text()
     assert "significant)" in concepts
+
+
+def test_threshold_comparisons_sweep_tau_and_the_iou_cut(tmp_path) -> None:
+    """A run tagged quantile=τ is a point of the τ comparison (no pages of its own); every final run is
+    counted again at the IoU cuts, equal to summary.json at 0.04 and never rising with the cut."""
+    from unitscope.report.dissection import _compare_sections
+    from unitscope.report.pages import iou_rows, quantile_rows
+    from unitscope.report.sections import Panels
+
+    dataset = make_dataset(tmp_path / "broden")
+    results = tmp_path / "results"
+    make_results(results / "toy", dataset, model="toy", seed=1)
+    sweep = make_results(results / "toy-tau0.01", dataset, model="toy", seed=2, tags={"quantile": "0.01"})
+    meta = json.loads((sweep / "meta.json").read_text())
+    (sweep / "meta.json").write_text(json.dumps({**meta, "quantile": 0.01, "quantile_level": 0.99}))
+    collection = collect([results])
+    rows = quantile_rows(collection)
+    assert sorted(rows["quantile"]) == [0.005, 0.01] and set(rows["measure"]) == {"raw"}
+    summary = json.loads((results / "toy" / "layer4" / "summary.json").read_text())
+    at = iou_rows(collection).set_index("iou")["unique"]
+    assert at[0.04] == summary["unique_per_category"]["all"] and at[0.02] >= at[0.04] >= at[0.06]
+    sections = {s["id"]: s for s in _compare_sections(collection, Panels())}
+    assert sections["quantile"]["spec"] is not None and len(sections["quantile"]["rows"]) == 2
+    assert sections["iou"]["columns"] == ["group", "iou", "measure", "layer4", "runs"]
+    site = build_site([results], dataset, tmp_path / "site", workers=1)
+    assert not list(site.glob("toy/layer4~tau*")) and (site / "toy" / "layer4" / "index.html").is_file()

@@ -76,6 +76,8 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
     checkpoints = set(trained["checkpoints"]) - {trained["iterations"]}
     unrotated = sum(len(m["layers"]) for m in models.values()) + len(checkpoints) * len(trained["layers"])
     runs = len(models) + len(checkpoints)  # unrotated runs: one effective-dimension job each
+    sweeps = sum(len(m["quantiles"]["layers"]) * len(m["quantiles"]["values"]) for m in models.values()
+                 if "quantiles" in m)
     rotated = sum(
         sum(1 if alpha == 0 else len(m["rotation"]["seeds"]) for alpha in m["rotation"]["alphas"])
         * len(m["rotation"]["layers"]) for m in models.values() if "rotation" in m
@@ -83,7 +85,7 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
     # One forward pass per set of weights (not per layer): each model, plus each earlier checkpoint.
     assert counts == {
         "all": 1, "probe_dataset": 1, "train_probecnn": 1, "extract": len(models) + len(checkpoints),
-        "dissect": unrotated + rotated, "dimension": runs, "provenance": 1, "report": 1,
+        "dissect": unrotated + rotated + sweeps, "dimension": runs, "provenance": 1, "report": 1,
     }
 
 
@@ -109,12 +111,13 @@ def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
 
 def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
     counts = planned_jobs(snakemake(clone, "-n", "--configfile", TINY, "--config", "shards=2"))
-    results = 2 + 1 + 3 + 1 + 1  # probecnn conv2/conv4, checkpoint 0, rotations 0 and 1 (two seeds), untrained, tiny
+    results = 2 + 1 + 3 + 1 + 1 + 1  # probecnn conv2/conv4, checkpoint 0, rotations 0 and 1 (two seeds), untrained,
+    # untrained at τ = 0.02, tiny
     sources = 4  # probecnn final, checkpoint 0, untrained, tiny
     assert counts["extract"] == 2 * sources
     assert counts["dissect_topk"] == counts["dissect_tally"] == 2 * results
     assert counts["merge_topk"] == counts["merge_tally"] == results
-    assert counts["dimension"] == sources  # one per unrotated run, each reading both shards' caches
+    assert counts["dimension"] == sources  # one per run in the original basis, each reading both shards' caches
     assert "dissect" not in counts
 
 
@@ -276,6 +279,7 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         "probecnn-rot1.00-s1/conv4": {"iteration": "4"},
         "probecnn-rot1.00-s2/conv4": {"iteration": "4"},
         "probecnn-untrained/conv4": {"weights": "untrained"},
+        "probecnn-untrained-tau0.02/conv4": {"weights": "untrained", "quantile": "0.02"},
         "tiny/3": {"weights": "untrained"},
     }
     index_sha = hashlib.sha256((clone / "data/probe/index.csv").read_bytes()).hexdigest()
@@ -296,6 +300,8 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         assert rotated["model"] == "probecnn" and rotated["null"]["permutations"] == 4
     assert (results / "probecnn-rot1.00-s1/conv4/thresholds.csv").read_bytes() != \
         (results / "probecnn-rot1.00-s2/conv4/thresholds.csv").read_bytes()
+    swept = json.loads((results / "probecnn-untrained-tau0.02/conv4/meta.json").read_text())
+    assert swept["quantile"] == 0.02 and swept["quantile_level"] == pytest.approx(0.98)
     # α = 0 is a permutation of the units (un-permuting): every count is unchanged.
     assert summaries["probecnn-rot0.00-s1/conv4"] == summaries["probecnn/conv4"]
 
@@ -388,7 +394,7 @@ def test_killed_make_report_resumes_to_identical_results(clone: Path, tmp_path_f
     assert resumed.returncode == 0, out[-3000:]
     results = sorted(p.relative_to(reference) for p in (reference / "results/dissect").rglob("*")
                      if p.is_file() and p.name in RESULT_FILES)
-    assert len(results) == 8 * len(RESULT_FILES)  # the tiny config's eight (run, layer) results
+    assert len(results) == 9 * len(RESULT_FILES)  # the tiny config's nine (run, layer) results
     for path in results:
         assert (clone / path).read_bytes() == (reference / path).read_bytes(), path
     assert (clone / "reports/site/index.html").is_file()

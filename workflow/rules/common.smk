@@ -138,6 +138,7 @@ class Run:
     tags: dict = field(hash=False)
     alpha: float | None = None
     seed: int | None = None  # of the rotation
+    quantile: float | None = None  # of a threshold-sweep run (None: `dissect.quantile`)
 
 
 def _check_subset(model: str, key: str, layers: list) -> None:
@@ -178,6 +179,13 @@ def _runs_of(model: str) -> list[Run]:
             Run(f"{model}-rot{alpha:.2f}-s{seed}", main, tuple(rotation["layers"]), tags, float(alpha), seed)
             for alpha in rotation["alphas"]
             for seed in (seeds[:1] if alpha == 0 else seeds)  # alpha = 0 is the identity up to a permutation
+        ]
+    sweep = entry.get("quantiles")
+    if sweep is not None:
+        _check_subset(model, "quantiles.layers", sweep["layers"])
+        runs += [
+            Run(f"{model}-tau{tau:g}", main, tuple(sweep["layers"]), {**tags, "quantile": f"{tau:g}"}, quantile=tau)
+            for tau in sweep["values"]
         ]
     return runs
 
@@ -347,7 +355,9 @@ def dissect_options(wildcards) -> str:
     run = RUNS[wildcards.run]
     settings = config["dissect"]
     options = [common_options(), f"--name {shlex.quote(run.source.name)}"]
-    if settings["netdissect_level"]:
+    if run.quantile is not None:
+        options.append(f"--quantile {run.quantile}")
+    elif settings["netdissect_level"]:
         options.append("--netdissect-level")
     else:
         options.append(f"--quantile {settings['quantile']}")

@@ -4,10 +4,11 @@
 
 
 def measured() -> list[str]:
-    """The result directory of every unrotated run (config key `dimension`): one subdirectory per layer."""
+    """The result directory of every run in the original basis at the configured threshold (config key
+    `dimension`): one subdirectory per layer."""
     if not config["dimension"]:
         return []
-    return [f"results/dimension/{run.name}" for run in RUNS.values() if run.alpha is None]
+    return [f"results/dimension/{run.name}" for run in RUNS.values() if run.alpha is None and run.quantile is None]
 
 
 REPORT_RESULTS.extend(measured())

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 
-from unitscope.report.collect import CATEGORY_COLORS, ordered_categories
+from unitscope.report.collect import CATEGORY_COLORS, natural_key, ordered_categories
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 
@@ -167,6 +167,35 @@ def comparison_lines(stats: pd.DataFrame, x: alt.X, description: str) -> dict | 
     spread = base.mark_rule().encode(y="lo:Q", y2="hi:Q").transform_filter(alt.datum.n > 1)
     layered = alt.layer(spread, lines, points).properties(width=320, height=200)
     return _finish(_comparison_panels(layered, stats), description)
+
+
+def layer_lines(stats: pd.DataFrame, x: alt.X, description: str) -> dict | None:
+    """Unique detectors against ``x``, one line per layer (in depth order), one row of panels per model and one
+    column per measure (``stats``: group, x, measure, layer, mean, ...): where the lines cross, the ordering of
+    the layers moves."""
+    if stats.empty:
+        return None
+    field = x.shorthand.split(":")[0]
+    layers = sorted(set(stats["layer"]), key=natural_key)
+    base = alt.Chart(stats).encode(
+        x=x, color=alt.Color("layer:N", sort=layers, title="layer", legend=alt.Legend(orient="top", direction="horizontal")),
+        y=alt.Y("mean:Q", title="unique detectors (all categories)"),
+        tooltip=["group:N", "measure:N", "layer:N", alt.Tooltip(f"{field}:Q"), alt.Tooltip("mean:Q", title="unique")],
+    )
+    layered = alt.layer(base.mark_line(), base.mark_point(filled=True, size=36)).properties(width=320, height=200)
+    return _finish(_comparison_panels(layered, stats), description)
+
+
+def quantile_chart(stats: pd.DataFrame) -> dict | None:
+    """Unique detectors of each layer against the activation quantile τ (logarithmic axis)."""
+    return layer_lines(stats, alt.X("quantile:Q", title="activation quantile τ", scale=alt.Scale(type="log")),
+                       "Unique detectors of each layer as the activation quantile of the threshold changes")
+
+
+def iou_chart(stats: pd.DataFrame) -> dict | None:
+    """Unique detectors of each layer against the IoU threshold."""
+    return layer_lines(stats, alt.X("iou:Q", title="IoU threshold", scale=alt.Scale(zero=False)),
+                       "Unique detectors of each layer as the IoU threshold of a detector changes")
 
 
 def rotation_chart(stats: pd.DataFrame) -> dict | None:

@@ -126,8 +126,9 @@ class Run:
 
     @property
     def title(self) -> str:
-        """``model · layer`` plus the rotation, as headings show it."""
-        return f"{self.model} · {self.layer}" + (f" · {self.rotation_text}" if self.rotation else "")
+        """``model · layer`` plus the rotation or the sweep's quantile, as headings show it."""
+        sweep = f" · τ = {self.tags['quantile']}" if "quantile" in self.tags else ""
+        return f"{self.model} · {self.layer}" + (f" · {self.rotation_text}" if self.rotation else "") + sweep
 
     @property
     def rotation_text(self) -> str:
@@ -140,7 +141,19 @@ class Run:
     def basis_key(self) -> tuple:
         """Runs sharing this key are the same network and layer seen in different bases."""
         tags = self.tags
-        return (self.meta.get("model_spec", self.model), self.layer, tags.get("weights"), tags.get("iteration"))
+        return (self.meta.get("model_spec", self.model), self.layer, tags.get("weights"), tags.get("iteration"),
+                tags.get("quantile"))
+
+    @property
+    def variant(self) -> bool:
+        """A run of an experiment on a layer shown elsewhere: a rotated basis, or a threshold-sweep run
+        (tag ``quantile``). Variants are counted on the comparison page and have no pages of their own."""
+        return bool(self.rotation) or "quantile" in self.tags
+
+    @property
+    def quantile(self) -> float:
+        """The top quantile τ of the run's thresholds."""
+        return float(self.meta["quantile"])
 
     @property
     def series(self) -> str:
@@ -251,6 +264,8 @@ def _run_slug(run: Run) -> str:
     if run.rotation:
         seed = run.rotation.get("seed")
         layer += f"~rot{run.alpha:g}" + (f"s{seed}" if seed is not None else "")
+    if "quantile" in run.tags:
+        layer += f"~tau{slugify(run.tags['quantile'])}"
     return f"{slugify(run.model)}/{layer}"
 
 

@@ -1,8 +1,8 @@
 """The dissection section of the report: overview, layer, unit and concept pages, comparisons, provenance.
 
-Layers in their original basis get layer, unit and concept pages; a rotated run (a rotation series holds
-thousands of units per seed) is summarised in the overview table and on the comparison page, and its tables
-are downloadable from the provenance page. Strips (each unit's top images with its mask) are rendered by
+Layers in their original basis get layer, unit and concept pages; a variant run (a rotated basis, which a
+rotation series holds thousands of units of per seed, or another activation quantile) is counted on the
+comparison page, and its tables are downloadable from the provenance page. Strips (each unit's top images with its mask) are rendered by
 worker processes while the pages are written.
 """
 
@@ -19,7 +19,15 @@ from tqdm import tqdm
 
 from unitscope.progress import progress
 from unitscope.report import charts, pages
-from unitscope.report.collect import RESULT_FILES, Collection, ReportInputError, Run, collect, ordered_categories
+from unitscope.report.collect import (
+    RESULT_FILES,
+    Collection,
+    ReportInputError,
+    Run,
+    collect,
+    natural_key,
+    ordered_categories,
+)
 from unitscope.report.reference import Reference, load_reference
 from unitscope.report.search import search_rows
 from unitscope.report.sections import NavLink, Panels, Section, SiteInputs
@@ -28,8 +36,8 @@ from unitscope.report.strips import StripJob, StripRenderer, strip_width, tile_s
 
 #: Units per strip-rendering task (small enough to balance, large enough to amortise the overhead).
 STRIP_CHUNK = 64
-#: The files of a rotated run the provenance page offers (it has no pages; its per-unit tables are large).
-ROTATED_DOWNLOADS = ("tally.csv", "thresholds.csv", "summary.json", "meta.json", "null.csv")
+#: The files of a variant run (rotated, threshold sweep) the provenance page offers (it has no pages).
+VARIANT_DOWNLOADS = ("tally.csv", "thresholds.csv", "summary.json", "meta.json", "null.csv")
 SETTINGS_KEYS = ("quantile", "quantile_level", "iou_threshold", "presence", "normalize", "top_k",
                  "image_size", "map_size", "label_size", "rotation")
 
@@ -52,7 +60,7 @@ class DissectionSection(Section):
             digest = (run.meta.get("dataset") or {}).get("index_sha256")
             if digest and digest != self.data.index_sha256():
                 tqdm.write(f"warning: {run.path}/meta.json: dataset index_sha256 differs from --dataset {inputs.dataset}")
-        self.paged = [run for run in self.collection.runs if not run.rotation]
+        self.paged = [run for run in self.collection.runs if not run.variant]
         self.infos = {run.slug: pages.unit_infos(run) for run in self.paged}
         for run in self.paged:
             _check_maps(run, self.infos[run.slug])
@@ -164,13 +172,27 @@ def comparisons(collection: Collection) -> list[Comparison]:
                    "iteration", "Checkpoints of one training run, tagged with their iteration.",
                    "Unique detectors (black: all categories) over training iterations (logarithmic axis).",
                    "No run tagged with a training iteration (tag runs with iteration=N)."),
+        Comparison("quantile", "Activation quantile τ", pages.quantile_rows(collection), charts.quantile_chart,
+                   "quantile", "The threshold T_u of every unit is its top-τ activation quantile (the paper: τ = 0.005). "
+                   "Zhou et al. (TPAMI 2018) varied τ: the number of unique detectors changes with it, but the "
+                   "ranking of layers and networks by interpretability hardly does.",
+                   "Unique detectors (per-category convention, all categories) of each layer against τ.",
+                   "No threshold-sweep run (config `models.<name>.quantiles`, or dissect with --quantile and "
+                   "--tag quantile=τ)."),
+        Comparison("iou", "IoU threshold", pages.iou_rows(collection), charts.iou_chart, "iou",
+                   "A unit is a detector when its IoU exceeds 0.04; the same results counted at "
+                   f"{', '.join(f'{c:g}' for c in pages.IOU_CUTS)} (significant detectors keep their chance levels).",
+                   "Unique detectors (per-category convention, all categories) of each layer against the IoU "
+                   "threshold.",
+                   "No results."),
     ]
 
 
-def comparison_stats(rows: pd.DataFrame, x: str) -> pd.DataFrame:
-    """The points of a comparison: per group, ``x``, measure and category the mean of ``unique`` over the runs
-    that give it (rotation seeds), their sd (0 for one run), count, and mean ± sd."""
-    keys = ["group", x, "measure", "category"]
+def comparison_stats(rows: pd.DataFrame) -> pd.DataFrame:
+    """The points of a comparison: per value of every column but ``unique`` and ``seed`` (group, x, measure,
+    category or layer) the mean of ``unique`` over the runs that give it (rotation seeds), their sd (0 for one
+    run), count, and mean ± sd."""
+    keys = [c for c in rows.columns if c not in ("unique", "seed")]
     if rows.empty:
         return pd.DataFrame(columns=[*keys, "mean", "sd", "n", "lo", "hi"])
     stats = rows.groupby(keys, sort=False)["unique"].agg(mean="mean", sd="std", n="count").reset_index()
@@ -189,14 +211,18 @@ def _compare_sections(collection: Collection, panels: Panels) -> list[dict]:
             group, value = repeated.iloc[0][["group", x]]
             raise ReportInputError(f"two result directories give the {comparison.title.lower()} point {group}, "
                                    f"{x} = {value}; tag them apart (series=NAME) or leave one out")
-        stats = comparison_stats(rows, x)
+        stats = comparison_stats(rows)
         columns, table = [], []
         if not stats.empty:
-            categories = ["all", *ordered_categories(c for c in stats["category"].unique() if c != "all")]
+            lines = "category" if "category" in stats.columns else "layer"
+            if lines == "category":
+                order = ["all", *ordered_categories(c for c in stats["category"].unique() if c != "all")]
+            else:
+                order = sorted(stats["layer"].unique(), key=natural_key)
             cells = stats.assign(cell=[_cell(m, sd, n) for m, sd, n in zip(stats["mean"], stats["sd"], stats["n"])])
-            pivot = cells.pivot(index=["group", x, "measure"], columns="category", values="cell")
+            pivot = cells.pivot(index=["group", x, "measure"], columns=lines, values="cell")
             runs = stats.groupby(["group", x, "measure"], sort=False)["n"].max()
-            pivot = pivot[[c for c in categories if c in pivot.columns]].fillna("0")
+            pivot = pivot[[c for c in order if c in pivot.columns]].fillna("–" if lines == "layer" else "0")
             pivot["runs"] = runs.reindex(pivot.index).astype(int).astype(str)
             order = {m: i for i, m in enumerate(pages.MEASURES)}
             pivot = pivot.reset_index().sort_values(["group", x, "measure"], key=lambda c: c.map(order)
@@ -206,7 +232,7 @@ def _compare_sections(collection: Collection, panels: Panels) -> list[dict]:
         if comparison.id == "rotation":
             for run in collection.runs:
                 group = f"{run.series} · {run.layer}"
-                if not run.rotation and group in set(rows["group"]) and group not in [g for g, _ in notes]:
+                if not run.variant and group in set(rows["group"]) and group not in [g for g, _ in notes]:
                     notes.append((group, panels.layer(run.model, run.layer)))
         sections.append({
             "id": comparison.id, "title": comparison.title, "text": comparison.text, "caption": comparison.caption,
@@ -274,7 +300,7 @@ def _pages(site: SiteWriter, collection: Collection, reference: Reference | None
            panels: Panels) -> None:
     concepts = pages.concepts(collection, infos)
     concept_paths = {name: pages.concept_path(c) for name, c in concepts.items()}
-    rows = {run.slug: pages.run_row(run) for run in collection.runs if not run.rotation}
+    rows = {run.slug: pages.run_row(run) for run in collection.runs if not run.variant}
     categories = ordered_categories(c for run in collection.runs for c in run.categories)
 
     # Index.
@@ -283,7 +309,7 @@ def _pages(site: SiteWriter, collection: Collection, reference: Reference | None
         "index.html", "index.html", title="Network dissection report", section="index", charts=True,
         rows=list(rows.values()), categories=categories, concept_count=len(concepts),
         significance=any(row["significant"] for row in rows.values()),
-        rotated=sum(1 for run in collection.runs if run.rotation),
+        variants=sum(1 for run in collection.runs if run.variant),
         total_units=sum(row["units"] for row in rows.values()), thresholds=" / ".join(f"{t:g}" for t in thresholds),
         layer_chart=charts.interpretability_by_layer(pages.interpretability_rows(collection)),
         unique_chart=charts.unique_by_layer(pages.unique_rows(collection)),
@@ -341,7 +367,7 @@ def _pages(site: SiteWriter, collection: Collection, reference: Reference | None
     runs = []
     for run in collection.runs:
         files = []
-        for name in ROTATED_DOWNLOADS if run.rotation else (*RESULT_FILES, "null.csv"):
+        for name in VARIANT_DOWNLOADS if run.variant else (*RESULT_FILES, "null.csv"):
             if name.endswith(".npy") or not (run.path / name).is_file():
                 continue
             target = tmp / "data" / run.slug / name

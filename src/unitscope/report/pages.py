@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from unitscope.summary import display_name
+from unitscope.summary import display_name, summarize
 from unitscope.report.collect import CATEGORY_ORDER, Collection, Run, natural_key, slugify
 
 TOP_PER_CATEGORY = 5
@@ -252,7 +252,7 @@ def final_runs(collection: Collection) -> list[Run]:
     an ``iteration`` tag or else with the highest (a pipeline-trained model's last checkpoint)."""
     final: dict[tuple, Run] = {}
     for run in collection.runs:
-        if run.rotation:
+        if run.variant:
             continue
         key = (run.series, run.layer, run.tags.get("weights", ""))
         if key not in final or _training_progress(run) > _training_progress(final[key]):
@@ -314,7 +314,7 @@ def rotation_rows(collection: Collection) -> pd.DataFrame:
     for run in collection.runs:
         groups[run.basis_key].append(run)
     for runs in groups.values():
-        if not any(r.rotation for r in runs):
+        if not any(r.rotation for r in runs) or "quantile" in runs[0].tags:
             continue
         group = f"{runs[0].series} · {runs[0].layer}"
         rotated_at_zero = any(r.rotation and r.alpha == 0 for r in runs)
@@ -353,7 +353,7 @@ def iteration_rows(collection: Collection) -> pd.DataFrame:
     rows = []
     for run in collection.runs:
         iteration = run.tags.get("iteration")
-        if run.rotation or not iteration:
+        if run.variant or not iteration:
             continue
         try:
             value = float(iteration)
@@ -363,3 +363,37 @@ def iteration_rows(collection: Collection) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["group", "iteration", "measure", "category", "unique"])
     curves = table.groupby("group")["iteration"].transform("nunique") > 1  # a single checkpoint is no curve
     return table[curves].reset_index(drop=True)
+
+
+#: The IoU thresholds of the threshold comparison (Zhou et al. 2018 vary it around the paper's 0.04).
+IOU_CUTS = (0.02, 0.04, 0.06)
+
+
+def _layer_long(run: Run, summary: dict, **extra) -> list[dict]:
+    """Unique detectors of all categories together (per-category convention) of one run's layer, per measure."""
+    measures = zip(MEASURES, (summary.get("significant"), summary))
+    return [{**extra, "measure": measure, "layer": run.layer, "unique": int(counts["unique_per_category"]["all"])}
+            for measure, counts in measures if counts]
+
+
+def quantile_rows(collection: Collection) -> pd.DataFrame:
+    """Unique detectors against the activation quantile τ, one line per layer of a model: each final run at its
+    own τ with the threshold-sweep runs (tag ``quantile``) of the same network and layer."""
+    rows = []
+    for final in final_runs(collection):
+        sweep = [r for r in collection.runs if "quantile" in r.tags and not r.rotation
+                 and r.basis_key[:4] == final.basis_key[:4]]
+        for run in [final, *sweep] if sweep else []:
+            rows += _layer_long(run, run.summary, group=run.model, quantile=run.quantile)
+    return pd.DataFrame(rows, columns=["group", "quantile", "measure", "layer", "unique"])
+
+
+def iou_rows(collection: Collection) -> pd.DataFrame:
+    """Unique detectors against the IoU threshold (:data:`IOU_CUTS`), one line per layer of a model, counted
+    again from each final run's ``tally.csv`` (and ``null.csv``: the chance levels do not depend on the cut)."""
+    rows = []
+    for run in final_runs(collection):
+        for cut in IOU_CUTS:
+            summary = summarize(run.tally, cut, levels=run.null_levels)
+            rows += _layer_long(run, summary, group=run.model, iou=cut)
+    return pd.DataFrame(rows, columns=["group", "iou", "measure", "layer", "unique"])
