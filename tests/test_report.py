@@ -569,6 +569,8 @@ def test_significant_counts_lead_and_raw_ones_stand_beside_them(tmp_path) -> Non
     row = next(r for r in parse(site / "index.html").rows if r[:2] == ["toy", "layer4"])
     assert row[2:7] == [str(summary["units"]), "3", str(summary["detectors"]), "5", "2"]
     assert row[-2:] == [str(summary["unique_per_category"]["all"]), str(summary["unique_top_label"]["all"])]
+    pixel = sum(v for k, v in significant["unique_per_category"]["per_category"].items() if k not in ("scene", "texture"))
+    assert row[-3] == str(pixel) == "2"
     lead = (site / "toy" / "layer4" / "index.html").read_text()
     assert "<strong>3</strong> of them are significant" in lead and "0.5 significant ones" in lead
 

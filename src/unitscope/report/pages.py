@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from unitscope.broden.format import IMAGE_LEVEL_CATEGORIES
 from unitscope.summary import display_name, summarize
 from unitscope.report.collect import CATEGORY_ORDER, Collection, Run, natural_key, slugify
 
@@ -136,7 +137,9 @@ def category_counts(summary: dict, key: str) -> dict[str, int]:
 
 
 def _counts(summary: dict) -> dict:
+    per_category = category_counts(summary, "unique_per_category.per_category")
     return {
+        "unique_pixel": sum(v for k, v in per_category.items() if k not in IMAGE_LEVEL_CATEGORIES),
         "detectors": int(summary.get("detectors", 0)),
         "detectors_per_category": category_counts(summary, "detectors_per_category"),
         "unique_per_category": int(summary.get("unique_per_category", {}).get("all", 0)),
