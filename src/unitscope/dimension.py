@@ -88,9 +88,7 @@ def measure(dataset: BrodenDataset | str | Path, source: Source, layers: Sequenc
         for layer, covariance in covariances.items():
             matrix = covariance.matrix()
             units = matrix.shape[0]
-            meta = {"kind": KIND, "schema_version": SCHEMA_VERSION, "model": run.settings.name or run.source_meta["model"],
-                    "model_spec": run.source_meta["model_spec"], "weights_sha256": run.source_meta["weights_sha256"],
-                    "layer": layer, "units": units, "dataset": run.dataset_meta(),
+            meta = {**run.identity(KIND, SCHEMA_VERSION, layer, units), "dataset": run.dataset_meta(),
                     "categories": list(run.dataset.categories),
                     "normalize": run.source_meta["normalize"], "tags": dict(run.settings.tags),
                     "unitscope_version": __version__}

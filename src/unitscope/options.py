@@ -70,6 +70,21 @@ def _split_categories(ctx: click.Context, param: click.Parameter, value: str | N
     return names
 
 
+def _parse_tags(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    tags = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} must be KEY=VALUE", ctx=ctx, param=param)
+        tags[key] = text
+    return tags
+
+
+tag_option = click.option(
+    "--tag", "tags", multiple=True, callback=_parse_tags,
+    help="KEY=VALUE recorded in meta.json (series, weights, iteration, quantile); repeat for several.",
+)
+
 categories_option = click.option(
     "--categories",
     default=None,

@@ -146,6 +146,15 @@ def _counts(tally: pd.DataFrame, categories: list[str], available: list[str], pa
     }
 
 
+def read_null_levels(path: Path) -> dict[str, float]:
+    """Each label's null level from a ``null.csv`` (:func:`unitscope.results.null_table`), by label name."""
+    try:
+        frame = pd.read_csv(path, keep_default_na=False)
+        return dict(zip(frame["label"].astype(str), frame["level"].astype(float)))
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{path}: not a null.csv with columns label and level ({error})") from None
+
+
 def display_name(label: str) -> str:
     """A label as reports show it: Broden's ``-s``/``-c`` suffix dropped, ``_`` as space (spec §1.4)."""
     for suffix in _SUFFIXES:

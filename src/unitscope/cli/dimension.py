@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from unitscope.options import categories_option, device_option, normalize_option, workers_option
+from unitscope.options import categories_option, device_option, normalize_option, tag_option, workers_option
 from unitscope.settings import DISSECT_DEFAULTS
 
 
@@ -26,17 +26,14 @@ from unitscope.settings import DISSECT_DEFAULTS
 @click.option("--max-images", type=click.IntRange(1), default=None, help="Use only the first N images.")
 @normalize_option
 @click.option("--name", default=None, help="Display name of the model in results and reports.")
-@click.option("--tag", "tags", multiple=True, help="KEY=VALUE recorded in meta.json.")
+@tag_option
 def dimension(dataset_dir, model_spec, arch, caches, layers, out_dir, categories, batch_size, device, workers,
               max_images, normalize, name, tags) -> None:
     """Participation ratio of each layer's unit covariance: how many directions its units span."""
-    from unitscope.cli.engine import _tags
-
     if (model_spec is None) == (not caches):
         raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
     if caches and (arch or normalize):
         raise click.UsageError("--arch and --normalize apply to --model, not to --activations")
-    tag_values = _tags(tags)
 
     from unitscope.broden.reader import BrodenDataset
     from unitscope.dimension import measure
@@ -46,7 +43,7 @@ def dimension(dataset_dir, model_spec, arch, caches, layers, out_dir, categories
     try:
         dataset = BrodenDataset(dataset_dir, categories)
         settings = DissectSettings(batch_size=batch_size, device=str(device), workers=workers, normalize=normalize,
-                                   max_images=max_images, name=name, tags=tag_values)
+                                   max_images=max_images, name=name, tags=tags)
         source = load_model(model_spec, arch) if model_spec is not None else list(caches)
         written = measure(dataset, source, list(layers), out_dir, settings)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

@@ -11,20 +11,11 @@ from unitscope.options import (
     device_option,
     normalize_option,
     shard_option,
+    tag_option,
     workers_option,
 )
 from unitscope.settings import CACHE_POLICIES, DISSECT_DEFAULTS, PRESENCE_RULES
 
-
-
-def _tags(values: tuple[str, ...]) -> dict[str, str]:
-    tags = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{value!r} must be KEY=VALUE", param_hint="--tag")
-        tags[key] = text
-    return tags
 
 
 @click.command()
@@ -71,7 +62,7 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--thresholds", "thresholds_dir", type=click.Path(path_type=Path), default=None,
               help="Merged top-k stage (`unitscope merge`) to take thresholds from (with --stage tally).")
 @click.option("--name", default=None, help="Display name of the model in results and reports.")
-@click.option("--tag", "tags", multiple=True, help="KEY=VALUE recorded in meta.json (series, weights, iteration).")
+@tag_option
 def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, netdissect_level, iou_threshold, presence,
             categories, top_k, rotation_alpha, rotation_seed, no_unpermute, null_permutations, null_seed, batch_size,
             device, workers, max_images, cache, cache_budget, normalize, shard, stage, thresholds_dir, name,
@@ -89,7 +80,6 @@ def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, ne
         raise click.UsageError("--thresholds DIR is required with --stage tally, and only there")
     if caches and (arch or normalize):
         raise click.UsageError("--arch and --normalize apply to --model, not to --activations")
-    tag_values = _tags(tags)
 
     from unitscope import dissect as engine
     from unitscope.broden.reader import BrodenDataset
@@ -110,7 +100,7 @@ def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, ne
             iou_threshold=iou_threshold, presence=presence, top_k=top_k, batch_size=batch_size, device=str(device),
             workers=workers, cache=cache, cache_budget_gb=cache_budget,
             normalize=normalize, max_images=max_images, rotation=rotation, null_permutations=null_permutations,
-            null_seed=null_seed, name=name, tags=tag_values,
+            null_seed=null_seed, name=name, tags=tags,
         )
         source = load_model(model_spec, arch) if model_spec is not None else list(caches)
         if stage is None:

@@ -26,9 +26,7 @@ from unitscope.settings import DISSECT_DEFAULTS
 def summarize_command(tally: Path, iou_threshold: float, null_path: Path | None, as_json: bool) -> None:
     """Count detectors and unique detectors (both conventions) in TALLY (a NetDissect tally.csv); with a
     permutation null's null.csv, also those whose IoU beats their label's null level."""
-    import pandas as pd
-
-    from unitscope.summary import TallyFormatError, read_tally, summarize, tally_categories
+    from unitscope.summary import TallyFormatError, read_null_levels, read_tally, summarize, tally_categories
 
     if null_path is None and (tally.parent / "null.csv").is_file():
         null_path = tally.parent / "null.csv"
@@ -36,11 +34,9 @@ def summarize_command(tally: Path, iou_threshold: float, null_path: Path | None,
         levels = None
         if null_path is not None:
             try:
-                table = pd.read_csv(null_path, keep_default_na=False)
-                levels = dict(zip(table["label"].astype(str), table["level"].astype(float)))
-            except (OSError, KeyError, ValueError) as error:
-                raise click.BadParameter(f"{null_path}: not a null.csv with columns label and level ({error})",
-                                         param_hint="--null") from None
+                levels = read_null_levels(null_path)
+            except ValueError as error:
+                raise click.BadParameter(str(error), param_hint="--null") from None
         frame = read_tally(tally)
         if levels is not None:
             labels = {str(v) for k in tally_categories(frame) for v in frame[f"{k}-label"]} - {""}

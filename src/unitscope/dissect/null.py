@@ -80,15 +80,13 @@ class PermutedLabels:
 
 def stack_counts(counts: Sequence[TallyCounts]) -> dict[str, np.ndarray]:
     """The R null tallies of a layer as arrays with a leading permutation axis (``null.npz``)."""
-    return {key: np.stack([c.arrays()[key] for c in counts]) for key in ("intersect", "truth", "act_cat",
-                                                                          "activation", "images")}
+    arrays = [c.arrays() for c in counts]
+    return {key: np.stack([a[key] for a in arrays]) for key in arrays[0]}
 
 
 def unstack_counts(arrays) -> list[TallyCounts]:
     """The inverse of :func:`stack_counts`."""
-    return [TallyCounts.from_arrays({key: arrays[key][r] for key in ("intersect", "truth", "act_cat", "activation",
-                                                                     "images")})
-            for r in range(len(arrays["images"]))]
+    return [TallyCounts.from_arrays({key: arrays[key][r] for key in arrays}) for r in range(len(arrays["images"]))]
 
 
 def null_ious(counts: Sequence[TallyCounts], primary: np.ndarray) -> np.ndarray:

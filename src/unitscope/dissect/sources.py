@@ -56,16 +56,22 @@ class Run:
     def dataset_meta(self) -> dict:
         return self.dataset.record(self.images)
 
-    def layer_meta(self, layer: str, units: int, map_size: tuple[int, int]) -> dict:
-        s = self.settings
+    def identity(self, kind: str, schema_version: int, layer: str, units: int) -> dict:
+        """The first keys of a result's ``meta.json``: what it is, and which model and layer it comes from."""
         return {
-            "kind": KIND,
-            "schema_version": SCHEMA_VERSION,
-            "model": s.name or self.source_meta["model"],
+            "kind": kind,
+            "schema_version": schema_version,
+            "model": self.settings.name or self.source_meta["model"],
             "model_spec": self.source_meta["model_spec"],
             "weights_sha256": self.source_meta["weights_sha256"],
             "layer": layer,
             "units": units,
+        }
+
+    def layer_meta(self, layer: str, units: int, map_size: tuple[int, int]) -> dict:
+        s = self.settings
+        return {
+            **self.identity(KIND, SCHEMA_VERSION, layer, units),
             "map_size": list(map_size),
             "image_size": list(self.dataset.image_size),
             "label_size": list(self.dataset.label_size),

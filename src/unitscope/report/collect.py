@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unitscope.summary import read_null_levels
+
 #: Categories in the order the paper's figures group them (spec §6.1).
 CATEGORY_ORDER: tuple[str, ...] = ("object", "scene", "part", "material", "texture", "color")
 #: (dark bar colour, light background colour) per category, from NetDissect's bar graph (spec §6.1).
@@ -36,8 +38,6 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "ious.csv": ("unit", "label", "category", "iou"),
     "top_images.csv": ("unit", "rank", "image_index", "image", "max_activation"),
 }
-#: Columns the report reads from a layer's optional files.
-OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"null.csv": ("label", "level")}
 RESULT_FILES: tuple[str, ...] = (*REQUIRED_COLUMNS, "top_maps.npy", "summary.json", "meta.json")
 
 
@@ -76,7 +76,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, keep_default_na=False, na_values={"score": [""], "iou": [""]})
     except (OSError, ValueError) as exc:
         raise ReportInputError(f"{path}: cannot parse CSV ({exc})") from exc
-    missing = [c for c in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}[path.name] if c not in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS[path.name] if c not in frame.columns]
     if missing:
         raise ReportInputError(f"{path}: missing column(s) {', '.join(missing)} (schema in docs/outputs.md)")
     return frame
@@ -159,6 +159,11 @@ class Run:
     def series(self) -> str:
         return self.tags.get("series") or self.model
 
+    @property
+    def group(self) -> str:
+        """``series · layer``: the name of the comparisons' group of runs this run belongs to."""
+        return f"{self.series} · {self.layer}"
+
     @cached_property
     def tally(self) -> pd.DataFrame:
         """tally.csv indexed by 1-based unit."""
@@ -213,8 +218,10 @@ class Run:
         path = self.path / "null.csv"
         if not path.is_file():
             return None
-        frame = _read_csv(path)
-        return dict(zip(frame["label"].astype(str), frame["level"].astype(float)))
+        try:
+            return read_null_levels(path)
+        except ValueError as error:
+            raise ReportInputError(f"{error} (schema in docs/outputs.md)") from None
 
     def is_significant(self, label: str, iou: float) -> bool | None:
         """A detector whose IoU also beats its label's null level; None when the run has no null."""

@@ -228,16 +228,16 @@ def _compare_sections(collection: Collection, panels: Panels) -> list[dict]:
             pivot = pivot.reset_index().sort_values(["group", x, "measure"], key=lambda c: c.map(order)
                                                     if c.name == "measure" else c, kind="stable")
             columns, table = list(pivot.columns), [[_fmt(v) for v in r] for r in pivot.itertuples(index=False)]
-        notes = []
+        notes: dict[str, list] = {}
         if comparison.id == "rotation":
+            rotated = set(rows["group"])
             for run in collection.runs:
-                group = f"{run.series} · {run.layer}"
-                if not run.variant and group in set(rows["group"]) and group not in [g for g, _ in notes]:
-                    notes.append((group, panels.layer(run.model, run.layer)))
+                if not run.variant and run.group in rotated and run.group not in notes:
+                    notes[run.group] = panels.layer(run.model, run.layer)
         sections.append({
             "id": comparison.id, "title": comparison.title, "text": comparison.text, "caption": comparison.caption,
             "empty": comparison.empty, "spec": comparison.chart(stats), "columns": columns, "rows": table,
-            "notes": [(group, found) for group, found in notes if found],
+            "notes": [(group, found) for group, found in notes.items() if found],
         })
     return sections
 

@@ -160,7 +160,7 @@ def run_row(run: Run) -> dict:
         "run": run,
         "units": int(summary.get("units", run.units)),
         "significant": significant is not None,
-        **_counts(significant or summary),
+        **_counts(headline(run)),
         "raw": _counts(summary),
         "chance_detectors": chance.get("mean"),
         "chance_significant": passed.get("mean"),
@@ -319,7 +319,7 @@ def rotation_rows(collection: Collection) -> pd.DataFrame:
     for runs in groups.values():
         if not any(r.rotation for r in runs) or "quantile" in runs[0].tags:
             continue
-        group = f"{runs[0].series} · {runs[0].layer}"
+        group = runs[0].group
         rotated_at_zero = any(r.rotation and r.alpha == 0 for r in runs)
         for run in runs:
             if run.rotation or not rotated_at_zero:
@@ -330,16 +330,16 @@ def rotation_rows(collection: Collection) -> pd.DataFrame:
 
 def weights_rows(collection: Collection) -> pd.DataFrame:
     """Unique detectors of the final weights of each ``weights`` tag, grouped by series and layer."""
-    groups: dict[tuple, list[Run]] = defaultdict(list)
+    groups: dict[str, list[Run]] = defaultdict(list)
     for run in final_runs(collection):
         if run.tags.get("weights"):
-            groups[(run.series, run.layer)].append(run)
+            groups[run.group].append(run)
     rows = []
-    for (series, layer), runs in groups.items():
+    for group, runs in groups.items():
         if len({r.tags["weights"] for r in runs}) < 2:
             continue
         for run in runs:
-            rows += _unique_long(run, group=f"{series} · {layer}", weights=run.tags["weights"])
+            rows += _unique_long(run, group=group, weights=run.tags["weights"])
     return pd.DataFrame(rows, columns=["group", "weights", "measure", "category", "unique"])
 
 
@@ -362,7 +362,7 @@ def iteration_rows(collection: Collection) -> pd.DataFrame:
             value = float(iteration)
         except ValueError:
             continue
-        rows += _unique_long(run, group=f"{run.series} · {run.layer}", iteration=value)
+        rows += _unique_long(run, group=run.group, iteration=value)
     table = pd.DataFrame(rows, columns=["group", "iteration", "measure", "category", "unique"])
     curves = table.groupby("group")["iteration"].transform("nunique") > 1  # a single checkpoint is no curve
     return table[curves].reset_index(drop=True)
