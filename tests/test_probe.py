@@ -18,7 +18,7 @@ from unitscope.broden.format import CATEGORIES, split_of
 from unitscope.broden.reader import BrodenDataset
 from unitscope.cli import main
 from unitscope.probe.colornames import PROTOTYPES
-from unitscope.probe.generate import generate
+from unitscope.probe.generate import CYCLE, generate
 from unitscope.probe.vocabulary import NUMBER, SCENE_CLASSES, SCENE_SOURCE, TEXTURE_SOURCE, VOCABULARY
 
 SEED = 7
@@ -129,6 +129,21 @@ def test_layer_structure_follows_broden(probe_224: Path) -> None:
     assert set(index["image"]) == {
         str(p.relative_to(probe_224 / "images")) for p in (probe_224 / "images").rglob("*.jpg")
     }
+
+
+def test_every_image_level_label_once_per_cycle(probe_224: Path) -> None:
+    """40 images are two cycles: each of the 8 scenes and 12 textures on exactly two images, in a new order
+    each cycle; the other categories are counted from the label maps, independently of the schedule."""
+    index = pd.read_csv(probe_224 / "index.csv", keep_default_na=False)
+    assert CYCLE == 20 and len(index) == 2 * CYCLE
+    names = {number: name for name, number in NUMBER.items()}
+    shown = [names[int(row["scene"] or row["texture"])] for _, row in index.iterrows()]
+    image_labels = [name for category, labels in VOCABULARY if category in ("scene", "texture") for name in labels]
+    for cycle in (shown[:CYCLE], shown[CYCLE:]):
+        assert sorted(cycle) == sorted(image_labels)
+    assert shown[:CYCLE] != shown[CYCLE:]
+    counts = json.loads((probe_224 / "probe.json").read_text())["label_counts"]
+    assert all(counts[name]["images"] == 2 for name in image_labels)
 
 
 def test_same_seed_same_bytes_whatever_the_workers(probe_64: Path, tmp_path: Path) -> None:

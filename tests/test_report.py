@@ -62,7 +62,7 @@ def make_dataset(root: Path, images: int = 16, size: int = 64, seed: int = 0) ->
 def make_results(
     out: Path, dataset: Path, *, model: str = "toynet", layer: str = "layer4", units: int = 12, k: int = 4,
     seed: int = 0, rotation: dict | None = None, tags: dict | None = None, map_size: int = 4,
-    iou_threshold: float = 0.04,
+    iou_threshold: float = 0.04, checkpoint: dict | None = None,
 ) -> Path:
     """One layer's result directory in the docs/outputs.md schema, with random but consistent numbers."""
     rng = np.random.default_rng(seed)
@@ -111,7 +111,7 @@ def make_results(
         "dataset": {"path": str(dataset), "name": "synth", "images": len(index), "index_sha256": hashlib.sha256((dataset / "index.csv").read_bytes()).hexdigest()},
         "categories": categories, "quantile": 0.005, "quantile_level": 0.995, "iou_threshold": iou_threshold,
         "presence": "image", "normalize": "imagenet", "top_k": k, "rotation": rotation,
-        "tags": tags or {}, "unitscope_version": "0.1.0",
+        "tags": tags or {}, "unitscope_version": "0.1.0", "checkpoint": checkpoint,
     }
     (layer_dir / "meta.json").write_text(json.dumps(meta))
     return layer_dir
@@ -489,6 +489,51 @@ def test_each_rotation_point_is_one_run_or_the_mean_over_seeds(tmp_path) -> None
     assert last["all"] == f"{np.mean(counts):.1f} ± {np.std(counts, ddof=1):.1f}" and last["runs"] == "2"
     spec = json.dumps(section["spec"])
     assert '"lo"' in spec and '"hi"' in spec  # the seed spread is drawn
+
+
+def test_training_conditions_compare_final_checkpoints_over_seeds(tmp_path) -> None:
+    """Checkpoints recording their architecture: each option that differs between otherwise equal architectures is an
+    experiment; a point is the mean ± sd over training seeds of the final checkpoints, with the held-out accuracy."""
+    from unitscope.report.dissection import _compare_sections
+    from unitscope.report.pages import condition_rows
+    from unitscope.report.sections import Panels
+
+    dataset = make_dataset(tmp_path / "broden")
+    results = tmp_path / "results"
+    base = {"batchnorm": True, "dropout": 0.0, "width": 1}
+    trainings = {"base": base, "nobn": {**base, "batchnorm": False}, "wide2": {**base, "width": 2},
+                 "wide4": {**base, "width": 4}}
+    accuracy = {("base", 0): 1.0, ("base", 1): 0.9, ("nobn", 0): 0.8, ("nobn", 1): 0.6, ("wide2", 0): 1.0,
+                ("wide2", 1): 1.0, ("wide4", 0): 0.95}
+    seed = iter(range(100))
+    for (name, train_seed), acc in accuracy.items():
+        record = {"iteration": 256, "seed": train_seed, "val_accuracy": acc, "architecture": trainings[name]}
+        make_results(results / f"{name}-s{train_seed}", dataset, model=f"{name}-s{train_seed}", seed=next(seed),
+                     checkpoint=record,
+                     tags={"series": name, "weights": "trained", "iteration": "256"}
+                     | ({"repeat": str(train_seed)} if train_seed else {}))
+    early = {"iteration": 16, "seed": 0, "val_accuracy": 0.1, "architecture": base}
+    make_results(results / "base-iter16", dataset, model="base@16", seed=next(seed), checkpoint=early,
+                 tags={"series": "base", "weights": "trained", "iteration": "16"})
+    make_results(results / "base-rot", dataset, model="base", seed=next(seed), rotation={"alpha": 1.0, "seed": 1},
+                 checkpoint={**early, "iteration": 256}, tags={"series": "base", "weights": "trained"})
+    collection = collect([results])
+    rows = condition_rows(collection)
+    assert set(rows["group"]) == {"batch norm · layer4", "width × · layer4"}  # dropout never varies: no experiment
+    width = rows[rows["group"] == "width × · layer4"]
+    assert list(dict.fromkeys(width["condition"])) == ["1", "2", "4"]
+    assert sorted(set(rows[rows["condition"] == "on"]["seed"])) == [0, 1]  # the iteration-16 and rotated runs left out
+
+    (section,) = [s for s in _compare_sections(collection, Panels()) if s["id"] == "conditions"]
+    table = [dict(zip(section["columns"], row)) for row in section["rows"]]
+    off = next(r for r in table if r["group"] == "batch norm · layer4" and r["condition"] == "off" and r["measure"] == "raw")
+    counts = [summarize(pd.read_csv(results / f"nobn-s{s}" / "layer4" / "tally.csv", keep_default_na=False))
+              ["unique_per_category"]["all"] for s in (0, 1)]
+    assert off["all"] == f"{np.mean(counts):.1f} ± {np.std(counts, ddof=1):.1f}" and off["runs"] == "2"
+    assert off["held-out accuracy"] == f"{0.7:.3f} ± {np.std([0.8, 0.6], ddof=1):.3f}"
+    four = next(r for r in table if r["group"] == "width × · layer4" and r["condition"] == "4")
+    assert four["held-out accuracy"] == "0.950" and four["runs"] == "1"
+    assert {run.path.parent.name for run in collection.runs if run.variant} == {"base-s1", "nobn-s1", "wide2-s1", "base-rot"}
 
 
 def test_a_new_kind_of_result_adds_its_section(tmp_path, monkeypatch) -> None:

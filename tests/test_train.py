@@ -105,3 +105,46 @@ def test_training_errors(tmp_path: Path, scene_set: tuple[Path, int]) -> None:
     result = CliRunner().invoke(main, ["train-probecnn", "--dataset", str(bad), "--out", str(tmp_path / "z")])
     assert result.exit_code == 1 and "probe.json not found" in result.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "batchnorm", "dropout", "conv4_width"),
+    [([], True, 0.0, 256), (["--no-batchnorm"], False, 0.0, 256), (["--dropout", "0.5"], True, 0.5, 256),
+     (["--width", "2"], True, 0.0, 512)],
+)
+def test_architecture_conditions_train_save_and_load_back(
+    scene_set: tuple[Path, int], tmp_path: Path, options: list[str], batchnorm: bool, dropout: float, conv4_width: int
+) -> None:
+    """The TPAMI conditions: each trains through the CLI, its checkpoint records the architecture and the held-out
+    accuracy, and the file: spec rebuilds that architecture from the weights alone."""
+    dataset, _ = scene_set
+    args = ["train-probecnn", "--dataset", str(dataset), "--out", str(tmp_path / "m"), "--iterations", "6",
+            "--batch-size", "8", "--checkpoints", "6", *options]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    log = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert log["architecture"] == {"batchnorm": batchnorm, "dropout": dropout, "width": conv4_width // 256}
+
+    loaded = load_model(f"file:{tmp_path / 'm' / 'checkpoint-6.pt'}", arch="probecnn")
+    net = loaded.module
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == (4 if batchnorm else 0)
+    assert (net.conv1[0].bias is None) == batchnorm
+    assert net.conv4[0].out_channels == conv4_width and net.fc.in_features == conv4_width
+    assert loaded.checkpoint == {"iteration": 6, "seed": 0, "val_accuracy": log["final_val_accuracy"],
+                                 "architecture": log["architecture"]}
+
+
+def test_dropout_acts_in_training_only() -> None:
+    from unitscope.models.probecnn import Architecture
+
+    torch.manual_seed(0)
+    net = ProbeCNN(num_classes=3, architecture=Architecture(dropout=0.5))
+    x = torch.randn(2, 3, 64, 64)
+    net.train()
+    assert not torch.equal(net(x), net(x))
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    plain = ProbeCNN(num_classes=3)
+    plain.load_state_dict(net.state_dict())
+    assert torch.equal(plain.eval()(x), net(x))

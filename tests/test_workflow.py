@@ -72,21 +72,30 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     counts = planned_jobs(snakemake(clone, "-n"))
     models = config["models"]
-    trained = models["probecnn"]["train"]
-    checkpoints = set(trained["checkpoints"]) - {trained["iterations"]}
-    unrotated = sum(len(m["layers"]) for m in models.values()) + len(checkpoints) * len(trained["layers"])
-    runs = len(models) + len(checkpoints)  # unrotated runs: one effective-dimension job each
-    sweeps = sum(len(m["quantiles"]["layers"]) * len(m["quantiles"]["values"]) for m in models.values()
-                 if "quantiles" in m)
-    rotated = sum(
-        sum(1 if alpha == 0 else len(m["rotation"]["seeds"]) for alpha in m["rotation"]["alphas"])
-        * len(m["rotation"]["layers"]) for m in models.values() if "rotation" in m
-    )
-    # One forward pass per set of weights (not per layer): each model, plus each earlier checkpoint.
+    trainings = extracts = dissects = dimensions = 0
+    for m in models.values():
+        train = m.get("train")
+        seeds = train["seeds"] if train else [None]
+        followed = train.get("layers", []) if train else []  # the raw config: schema defaults not filled in
+        checkpoints = set(train.get("checkpoints", [])) - {train["iterations"]} if followed else set()
+        trainings += len(seeds) if train else 0
+        extracts += len(seeds) + len(checkpoints)  # one forward pass per set of weights (not per layer)
+        repeated = followed or m["layers"]
+        dissects += len(m["layers"]) + len(repeated) * (len(seeds) - 1) + len(checkpoints) * len(repeated)
+        dimensions += 1 + len(checkpoints)  # repeated trainings have no effective-dimension job
+        if "quantiles" in m:
+            dissects += len(m["quantiles"]["layers"]) * len(m["quantiles"]["values"])
+        if "rotation" in m:
+            rotation = m["rotation"]
+            every_seed = rotation.get("seeds_at", rotation["alphas"])
+            per_layer = sum(len(rotation["seeds"]) if alpha in every_seed and alpha != 0 else 1
+                            for alpha in rotation["alphas"])
+            dissects += per_layer * len(rotation["layers"])
     assert counts == {
-        "all": 1, "probe_dataset": 1, "train_probecnn": 1, "extract": len(models) + len(checkpoints),
-        "dissect": unrotated + rotated + sweeps, "dimension": runs, "provenance": 1, "report": 1,
+        "all": 1, "probe_dataset": 1, "train_probecnn": trainings, "extract": extracts, "dissect": dissects,
+        "dimension": dimensions, "provenance": 1, "report": 1,
     }
+    assert trainings == 15  # the five training conditions, three seeds each
 
 
 def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
@@ -111,13 +120,13 @@ def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
 
 def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
     counts = planned_jobs(snakemake(clone, "-n", "--configfile", TINY, "--config", "shards=2"))
-    results = 2 + 1 + 3 + 1 + 1 + 1  # probecnn conv2/conv4, checkpoint 0, rotations 0 and 1 (two seeds), untrained,
-    # untrained at τ = 0.02, tiny
-    sources = 4  # probecnn final, checkpoint 0, untrained, tiny
-    assert counts["extract"] == 2 * sources
+    results = 2 + 1 + 1 + 4 + 1 + 1 + 1 + 2  # probecnn conv2/conv4, checkpoint 0, seed 1, rotations 0, 0.5 and 1
+    # (two seeds), untrained, untrained at τ = 0.02, tiny, width ×2 with seeds 0 and 1
+    sources = 7  # probecnn final, checkpoint 0, seed 1, untrained, tiny, width ×2 seeds 0 and 1
+    assert counts["train_probecnn"] == 4 and counts["extract"] == 2 * sources
     assert counts["dissect_topk"] == counts["dissect_tally"] == 2 * results
     assert counts["merge_topk"] == counts["merge_tally"] == results
-    assert counts["dimension"] == sources  # one per run in the original basis, each reading both shards' caches
+    assert counts["dimension"] == sources - 2  # one per run in the original basis but the repeated trainings
     assert "dissect" not in counts
 
 
@@ -140,6 +149,13 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
         ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "layer": ["x"]}}}, "'layer' was unexpected"),
         ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "rotation": {"layers": ["conv9"], "alphas": [1]}}}},
          "models.m.rotation.layers"),
+        ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "rotation": {"layers": ["conv1"], "alphas": [1],
+                                                                                  "seeds_at": [0.5]}}}},
+         "models.m.rotation.seeds_at`: [0.5] not in rotation.alphas"),
+        ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "train": {"iterations": 2, "seed": 1}}}},
+         "models.m.train.seed`: is now `seeds`, a list (e.g. seeds: [0, 1, 2])"),
+        ({"models": {"m": {"spec": "probecnn", "layers": ["conv1"], "train": {"iterations": 2, "width": 0}}}},
+         "models.m.train.width"),
         # Checked from the model definition (no weights) before any job runs:
         ({"models": {"m": {"spec": "probecnn", "layers": ["conv9"]}}}, "models.m.layers`: model ProbeCNN has no layer 'conv9'"),
         ({"models": {"m": {"spec": "torchvision:resnt18@imagenet", "layers": ["layer4"]}}}, "models.m.spec`: unknown model"),
@@ -275,12 +291,16 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         "probecnn/conv2": {"iteration": "4", "weights": "trained"},
         "probecnn/conv4": {"iteration": "4", "weights": "trained"},
         "probecnn-iter0/conv4": {"iteration": "0", "weights": "trained"},
+        "probecnn-seed1/conv4": {"iteration": "4", "weights": "trained", "repeat": "1"},
         "probecnn-rot0.00-s1/conv4": {"iteration": "4"},
+        "probecnn-rot0.50-s1/conv4": {"iteration": "4"},
         "probecnn-rot1.00-s1/conv4": {"iteration": "4"},
         "probecnn-rot1.00-s2/conv4": {"iteration": "4"},
         "probecnn-untrained/conv4": {"weights": "untrained"},
         "probecnn-untrained-tau0.02/conv4": {"weights": "untrained", "quantile": "0.02"},
         "tiny/3": {"weights": "untrained"},
+        "probecnn-wide2/conv4": {"series": "probecnn-wide2", "weights": "trained"},
+        "probecnn-wide2-seed1/conv4": {"series": "probecnn-wide2", "repeat": "1"},
     }
     index_sha = hashlib.sha256((clone / "data/probe/index.csv").read_bytes()).hexdigest()
     summaries = {}
@@ -302,6 +322,11 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         (results / "probecnn-rot1.00-s2/conv4/thresholds.csv").read_bytes()
     swept = json.loads((results / "probecnn-untrained-tau0.02/conv4/meta.json").read_text())
     assert swept["quantile"] == 0.02 and swept["quantile_level"] == pytest.approx(0.98)
+    # Each checkpoint's record reaches its dissections: the training conditions comparison reads it.
+    for run, (seed, width) in {"probecnn": (0, 1), "probecnn-seed1": (1, 1), "probecnn-wide2-seed1": (1, 2)}.items():
+        meta = json.loads((results / f"{run}/conv4/meta.json").read_text())
+        assert (meta["checkpoint"]["seed"], meta["checkpoint"]["architecture"]["width"]) == (seed, width), run
+        assert meta["checkpoint"]["iteration"] == 4 and meta["units"] == 256 * width
     # α = 0 is a permutation of the units (un-permuting): every count is unchanged.
     assert summaries["probecnn-rot0.00-s1/conv4"] == summaries["probecnn/conv4"]
 
@@ -312,6 +337,8 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
     dimension = json.loads((clone / "results/dimension/probecnn/conv4/dimension.json").read_text())
     assert 1 <= dimension["participation_ratio"] <= dimension["units"]
     assert "Effective dimension" in (clone / "reports/site/probecnn/conv4/index.html").read_text()
+    compare = (clone / "reports/site/compare.html").read_text()
+    assert "width × · conv4" in compare and "held-out accuracy" in compare
     assert not any((clone / "results/activations").rglob("*.npy")), "activation caches are temporary"
     assert (clone / "logs/report.log").is_file() and (clone / "logs/train_probecnn/probecnn.log").is_file()
 
@@ -394,7 +421,7 @@ def test_killed_make_report_resumes_to_identical_results(clone: Path, tmp_path_f
     assert resumed.returncode == 0, out[-3000:]
     results = sorted(p.relative_to(reference) for p in (reference / "results/dissect").rglob("*")
                      if p.is_file() and p.name in RESULT_FILES)
-    assert len(results) == 9 * len(RESULT_FILES)  # the tiny config's nine (run, layer) results
+    assert len(results) == 13 * len(RESULT_FILES)  # the tiny config's 13 (run, layer) results
     for path in results:
         assert (clone / path).read_bytes() == (reference / path).read_bytes(), path
     assert (clone / "reports/site/index.html").is_file()

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda")
 #: Defaults of ``unitscope train-probecnn``: SGD steps and images per step.
 TRAIN_ITERATIONS = 128
-TRAIN_BATCH_SIZE = 32
+TRAIN_BATCH_SIZE = 16
 #: Presence rules of the category-conditional activation count (implemented in ``unitscope.tally``).
 PRESENCE_RULES = ("image", "mask")
 #: Input normalisations a model can be given (implemented in ``unitscope.models.normalize``).

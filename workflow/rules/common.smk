@@ -32,8 +32,9 @@ def config_error(key: str, message: str) -> WorkflowError:
 
 
 for _name, _entry in (config.get("models") or {}).items():  # renamed keys, before the schema's generic message
-    if isinstance(_entry, dict) and isinstance(_entry.get("rotation"), dict) and "seed" in _entry["rotation"]:
-        raise config_error(f"models.{_name}.rotation.seed", "is now `seeds`, a list (e.g. seeds: [1, 2, 3])")
+    for _key, _example in (("rotation", "[1, 2, 3]"), ("train", "[0, 1, 2]")):
+        if isinstance(_entry, dict) and isinstance(_entry.get(_key), dict) and "seed" in _entry[_key]:
+            raise config_error(f"models.{_name}.{_key}.seed", f"is now `seeds`, a list (e.g. seeds: {_example})")
 
 try:  # fills in the schema's defaults too
     validate(config, "../schemas/config.schema.yaml")
@@ -126,6 +127,7 @@ class Source:
     model: str
     iteration: int | None  # checkpoint of a pipeline-trained model (None: the spec's own weights)
     layers: tuple[str, ...]
+    training: str | None = None  # the training run that wrote the checkpoint (`results/models/<training>`)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,11 @@ class Run:
     quantile: float | None = None  # of a threshold-sweep run (None: `dissect.quantile`)
 
 
+def training_name(model: str, seed: int) -> str:
+    """The training run of ``model`` with ``seed``: the model's name for its first seed, else `<model>-seed<s>`."""
+    return model if seed == config["models"][model]["train"]["seeds"][0] else f"{model}-seed{seed}"
+
+
 def _check_subset(model: str, key: str, layers: list) -> None:
     missing = [layer for layer in layers if layer not in config["models"][model]["layers"]]
     if missing:
@@ -152,9 +159,10 @@ def _runs_of(model: str) -> list[Run]:
     model_dataset(model)
     tags = {"series": model, **{str(k): str(v) for k, v in entry.get("tags", {}).items()}}
     train = entry.get("train")
-    final = None
-    checkpoints: list[Source] = []
-    if train is not None:
+    if train is None:
+        main = Source(model, model, None, tuple(entry["layers"]))
+        runs = [Run(main.name, main, main.layers, tags)]
+    else:
         if entry["spec"] != "probecnn":
             raise config_error(f"models.{model}.train", f"the pipeline trains spec `probecnn` only, not {entry['spec']!r}")
         final = train["iterations"]
@@ -163,22 +171,29 @@ def _runs_of(model: str) -> list[Run]:
         late = [it for it in train["checkpoints"] if it > final]
         if late:
             raise config_error(f"models.{model}.train.checkpoints", f"{late} exceed train.iterations ({final})")
+        first, *repeats = train["seeds"]
+        main = Source(model, model, final, tuple(entry["layers"]), training_name(model, first))
+        runs = [Run(main.name, main, main.layers, tags)]
         if train["layers"]:
-            checkpoints = [
-                Source(f"{model}-iter{it}", model, it, tuple(train["layers"]))
-                for it in sorted(set(train["checkpoints"]) - {final})
-            ]
-    main = Source(model, model, final, tuple(entry["layers"]))
-    runs = [Run(main.name, main, main.layers, tags)]
-    runs += [Run(s.name, s, s.layers, {**tags, "iteration": str(s.iteration)}) for s in checkpoints]
+            runs += [Run(s.name, s, s.layers, {**tags, "iteration": str(s.iteration)}) for s in (
+                Source(f"{model}-iter{it}", model, it, tuple(train["layers"]), main.training)
+                for it in sorted(set(train["checkpoints"]) - {final}))]
+        for seed in repeats:  # the same training with another seed: `train.layers` (else `layers`) for the spread
+            layers = tuple(train["layers"]) or main.layers
+            source = Source(training_name(model, seed), model, final, layers, training_name(model, seed))
+            runs.append(Run(source.name, source, source.layers, {**tags, "repeat": str(seed)}))
     rotation = entry.get("rotation")
     if rotation is not None:
         _check_subset(model, "rotation.layers", rotation["layers"])
         seeds = rotation["seeds"]
+        seeds_at = rotation.get("seeds_at", rotation["alphas"])
+        stray = [alpha for alpha in seeds_at if alpha not in rotation["alphas"]]
+        if stray:
+            raise config_error(f"models.{model}.rotation.seeds_at", f"{stray} not in rotation.alphas")
         runs += [
             Run(f"{model}-rot{alpha:.2f}-s{seed}", main, tuple(rotation["layers"]), tags, float(alpha), seed)
-            for alpha in rotation["alphas"]
-            for seed in (seeds[:1] if alpha == 0 else seeds)  # alpha = 0 is the identity up to a permutation
+            for alpha in rotation["alphas"]  # alpha = 0 is the identity up to a permutation: once
+            for seed in (seeds if alpha in seeds_at and alpha != 0 else seeds[:1])
         ]
     sweep = entry.get("quantiles")
     if sweep is not None:
@@ -255,27 +270,32 @@ def check_device() -> None:
         print(f"Warning: {config_error(*problem)}; jobs run on this machine would fail", file=sys.stderr)
     else:
         raise config_error(*problem)
-TRAINED = [model for model, entry in config["models"].items() if "train" in entry]
+#: training run -> (model, seed): each is one `unitscope train-probecnn` job writing results/models/<training>.
+TRAININGS = {training_name(model, seed): (model, seed) for model, entry in config["models"].items()
+             if "train" in entry for seed in entry["train"]["seeds"]}
 
 
 def train_options(wildcards) -> str:
-    train = config["models"][wildcards.model]["train"]
-    options = [f"--iterations {train['iterations']}", f"--seed {train['seed']}", f"--device {config['device']}"]
+    model, seed = TRAININGS[wildcards.training]
+    train = config["models"][model]["train"]
+    options = [f"--iterations {train['iterations']}", f"--seed {seed}", f"--device {config['device']}"]
     saved = sorted({*train["checkpoints"], train["iterations"]})  # the final weights are a checkpoint too
     options.append(f"--checkpoints {','.join(map(str, saved))}")
+    options += ["--batchnorm" if train["batchnorm"] else "--no-batchnorm", f"--dropout {train['dropout']:g}",
+                f"--width {train['width']}"]
     return " ".join(options)
 
 
-def checkpoint_path(model: str, iteration: int) -> str:
-    """The checkpoint `unitscope train-probecnn` writes for ``iteration``."""
-    return f"results/models/{model}/checkpoint-{iteration}.pt"
+def checkpoint_path(source: Source) -> str:
+    """The checkpoint `unitscope train-probecnn` writes for a trained source's iteration."""
+    return f"results/models/{source.training}/checkpoint-{source.iteration}.pt"
 
 
 def model_options(source: Source) -> str:
     """`--model`/`--arch`/`--normalize` of a source's forward pass (a trained source loads its checkpoint file)."""
     entry = config["models"][source.model]
     if source.iteration is not None:
-        spec, arch = f"file:{checkpoint_path(source.model, source.iteration)}", entry["spec"]
+        spec, arch = f"file:{checkpoint_path(source)}", entry["spec"]
     else:
         spec, arch = entry["spec"], entry.get("arch")
     options = [f"--model {shlex.quote(spec)}"]
@@ -299,7 +319,7 @@ def forward_inputs(source: Source) -> dict:
     check_device()
     inputs = {"dataset": dataset_dir(model_dataset(source.model))}
     if source.iteration is not None:
-        inputs["checkpoints"] = f"results/models/{source.model}"
+        inputs["checkpoints"] = f"results/models/{source.training}"
     return inputs
 
 
@@ -403,7 +423,7 @@ def report_options() -> str:
 
 def trained_models() -> list[str]:
     """The training output directories (checkpoints) of the pipeline-trained models."""
-    return [f"results/models/{model}" for model in TRAINED]
+    return [f"results/models/{training}" for training in TRAININGS]
 
 
 def provenance_datasets() -> str:
@@ -418,7 +438,7 @@ def one_of(names) -> str:
 wildcard_constraints:
     run=one_of(RUNS),
     source=one_of([name for name in SOURCES if CACHED[name]]),
-    model=one_of(TRAINED),
+    training=one_of(TRAININGS),
     dataset=one_of(PROBE_DATASETS),
     variant="224|227|384",
     shard=r"\d+",

@@ -4,11 +4,12 @@
 
 
 def measured() -> list[str]:
-    """The result directory of every run in the original basis at the configured threshold (config key
-    `dimension`): one subdirectory per layer."""
+    """The result directory of every run in the original basis at the configured threshold, repeated trainings
+    left out (config key `dimension`): one subdirectory per layer."""
     if not config["dimension"]:
         return []
-    return [f"results/dimension/{run.name}" for run in RUNS.values() if run.alpha is None and run.quantile is None]
+    return [f"results/dimension/{run.name}" for run in RUNS.values()
+            if run.alpha is None and run.quantile is None and "repeat" not in run.tags]
 
 
 REPORT_RESULTS.extend(measured())

@@ -1,13 +1,13 @@
-# Models the pipeline trains itself (spec `probecnn`), with checkpoints along the way.
+# Models the pipeline trains itself (spec `probecnn`), with checkpoints along the way: one job per training seed.
 
 
 rule train_probecnn:
     input:
-        dataset=lambda wildcards: check_device() or dataset_dir(model_dataset(wildcards.model)),
+        dataset=lambda wildcards: check_device() or dataset_dir(model_dataset(TRAININGS[wildcards.training][0])),
     output:
-        directory("results/models/{model}"),
+        directory("results/models/{training}"),
     log:
-        "logs/train_probecnn/{model}.log",
+        "logs/train_probecnn/{training}.log",
     params:
         options=train_options,
     threads: config["threads"]

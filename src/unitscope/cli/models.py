@@ -123,7 +123,8 @@ def extract(
             model=model.name,
             model_spec=spec,
             dataset=info,
-            extra={"normalize": normalize, "categories": dataset.categories, "weights_sha256": model.weights_sha256()},
+            extra={"normalize": normalize, "categories": dataset.categories, "weights_sha256": model.weights_sha256(),
+                   "checkpoint": model.checkpoint},
         ) as writer:
             extracted = extract_batches(model.module, layer_names, batches, normalize, device)
             for indices, activations in progress(extracted, total=math.ceil(len(rows) / batch_size), desc="extract", unit="batch"):
@@ -155,10 +156,19 @@ def _parse_checkpoints(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=TRAIN_BATCH_SIZE, show_default=True, help="Images per step."
 )
+@click.option("--batchnorm/--no-batchnorm", default=True, show_default=True, help="Batch norm in every block.")
+@click.option(
+    "--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+    help="Dropout probability before the classifier.",
+)
+@click.option(
+    "--width", type=click.IntRange(min=1), default=1, show_default=True, help="conv4's width as a multiple of 256."
+)
 @device_option
-def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, device) -> None:
+def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, batchnorm, dropout, width, device) -> None:
     """Train ProbeCNN on the probe set's scene classes, saving checkpoints for dissection."""
     from unitscope import train
+    from unitscope.models.probecnn import Architecture
 
     try:
         log = train.train_probecnn(
@@ -168,6 +178,7 @@ def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, 
             seed=seed,
             checkpoints=checkpoints,
             batch_size=batch_size,
+            architecture=Architecture(batchnorm=batchnorm, dropout=dropout, width=width),
             device=device,
         )
     except (OSError, ValueError) as error:

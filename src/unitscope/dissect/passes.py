@@ -67,7 +67,7 @@ def topk_pass(run: Run, cache_root: Path | None) -> dict[str, LayerTopK]:
         writer = ActivationCacheWriter(
             cache_root, image_start=run.rows.start, image_stop=run.rows.stop, model=run.source_meta["model"],
             model_spec=run.source_meta["model_spec"], dataset=run.dataset_meta(),
-            extra={"weights_sha256": run.source_meta["weights_sha256"]},
+            extra={"weights_sha256": run.source_meta["weights_sha256"], "checkpoint": run.source_meta["checkpoint"]},
         )
     state: dict[str, LayerTopK] = {}
     try:

@@ -64,6 +64,7 @@ class Run:
             "model": self.settings.name or self.source_meta["model"],
             "model_spec": self.source_meta["model_spec"],
             "weights_sha256": self.source_meta["weights_sha256"],
+            "checkpoint": self.source_meta["checkpoint"],
             "layer": layer,
             "units": units,
         }
@@ -125,7 +126,7 @@ def prepare(
             raise DissectError(str(error)) from None
         warn_linear_layers(source.module, list(layers), tuple(dataset.image_size))
         meta = {"model": source.name, "model_spec": source.spec, "weights_sha256": source.weights_sha256(),
-                "normalize": normalize}
+                "checkpoint": source.checkpoint, "normalize": normalize}
         return Run(dataset, list(layers), settings, source, [], images, rows, meta)
     caches = [Path(p) for p in source]
     if not caches:
@@ -148,6 +149,7 @@ def prepare(
             meta.setdefault("model", info.get("model"))
             meta.setdefault("model_spec", info.get("model_spec"))
             meta.setdefault("weights_sha256", info.get("weights_sha256"))
+            meta.setdefault("checkpoint", info.get("checkpoint"))
             meta.setdefault("normalize", info.get("normalize", settings.normalize))
     return Run(dataset, list(layers), settings, None, caches, images, rows, meta)
 

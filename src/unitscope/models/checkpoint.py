@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,8 +19,10 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module."
     return {key.removeprefix(prefix): value for key, value in state_dict.items()}
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state_dict in a checkpoint file (possibly under ``state_dict``/``model``), ``module.`` stripped.
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state_dict in a checkpoint file (possibly under ``state_dict``/``model``), ``module.`` stripped, and
+    the checkpoint's record: what the file says about itself beside the weights (its top-level numbers,
+    strings and flat mappings of them, e.g. ``iteration``, ``seed``, ``val_accuracy``, ``architecture``).
 
     Loaded with ``weights_only=True``: a checkpoint holding pickled code is refused.
     """
@@ -30,8 +33,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe pickles
         raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+    record: dict[str, Any] = {}
     for key in NESTED_KEYS:
         if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
+            record = {k: v for k, v in checkpoint.items() if _recordable(v)}
             checkpoint = checkpoint[key]
             break
     if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -39,7 +44,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} is not a state_dict (a mapping of names to tensors, optionally under "
             f"{' or '.join(repr(k) for k in NESTED_KEYS)})"
         )
-    return strip_prefix(checkpoint)
+    return strip_prefix(checkpoint), record
+
+
+def _recordable(value: Any) -> bool:
+    scalar = (bool, int, float, str)
+    return isinstance(value, scalar) or (
+        isinstance(value, Mapping) and bool(value) and all(isinstance(v, scalar) for v in value.values())
+    )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state_dict of :func:`read_checkpoint`."""
+    return read_checkpoint(path)[0]
 
 
 def _listing(keys: list[str]) -> str:

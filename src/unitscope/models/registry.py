@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from unitscope.checksums import weights_sha256
-from unitscope.models.checkpoint import load_state_dict_into, read_state_dict
+from unitscope.models.checkpoint import load_state_dict_into, read_checkpoint
 
 #: Seed used to initialise every untrained architecture, so "untrained" means the same weights everywhere.
 INIT_SEED = 0
@@ -69,6 +69,7 @@ class LoadedModel:
     spec: str
     name: str
     default_normalize: str
+    checkpoint: dict | None = None  # a file: spec's record (read_checkpoint): iteration, seed, val_accuracy…
 
     def weights_sha256(self) -> str:
         """Checksum of the module's parameters and buffers (:func:`unitscope.checksums.weights_sha256`)."""
@@ -201,7 +202,7 @@ def _load_python(spec: str) -> nn.Module:
     return model
 
 
-def _load_file(spec: str, arch: str | None) -> tuple[nn.Module, str, str]:
+def _load_file(spec: str, arch: str | None) -> tuple[nn.Module, str, str, dict]:
     path = Path(spec.removeprefix("file:"))
     if not arch:
         raise ModelSpecError(
@@ -212,10 +213,10 @@ def _load_file(spec: str, arch: str | None) -> tuple[nn.Module, str, str]:
             f"--arch {arch!r}: the architecture must be a registered model spec, not {arch.split(':')[0]}:"
         )
     entry, _ = resolve_entry(arch)
-    state_dict = read_state_dict(path)
+    state_dict, record = read_checkpoint(path)
     module = build_untrained(entry, state_dict)
     load_state_dict_into(module, state_dict, source=str(path))
-    return module, f"{_short_name(arch)} [{path.name}]", entry.normalize
+    return module, f"{_short_name(arch)} [{path.name}]", entry.normalize, record
 
 
 def load_model(spec: str, arch: str | None = None) -> LoadedModel:
@@ -225,14 +226,15 @@ def load_model(spec: str, arch: str | None = None) -> LoadedModel:
     """
     if arch is not None and not spec.startswith("file:"):
         raise ModelSpecError(f"--arch is only used with file:PATH specs, not with {spec!r}")
+    record = None
     if spec.startswith("python:"):  # seeded too: weights a callable initialises at random are the same every time
         module, name, normalize = _seeded(lambda: _load_python(spec)), spec.removeprefix("python:"), "imagenet"
     elif spec.startswith("file:"):
-        module, name, normalize = _load_file(spec, arch)
+        module, name, normalize, record = _load_file(spec, arch)
     else:
         entry, weights = resolve_entry(spec)
         module = build_untrained(entry)
         if weights is not None:
             entry.weights[weights](module)
         name, normalize = f"{_short_name(spec)} ({weights or 'untrained'})", entry.normalize
-    return LoadedModel(module=module.eval().cpu(), spec=spec, name=name, default_normalize=normalize)
+    return LoadedModel(module=module.eval().cpu(), spec=spec, name=name, default_normalize=normalize, checkpoint=record)

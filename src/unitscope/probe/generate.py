@@ -1,7 +1,10 @@
 """Generate the procedural probe set: a complete Broden-format directory plus ``probe.json``.
 
 Image ``i`` is drawn from its own generator ``numpy.random.default_rng([seed, i])`` and written in index
-order, so a seed gives byte-identical files whatever the number of worker processes.
+order, so a seed gives byte-identical files whatever the number of worker processes. Which image-level label
+(scene class or texture) image ``i`` shows follows a balanced schedule (:func:`image_label`): every run of
+:data:`CYCLE` consecutive images shows each label once, so ``n`` images give every scene and texture at
+least ``n // CYCLE`` images.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from unitscope.probe.vocabulary import NAMES, NUMBER, SCENE_CLASSES, SCENE_SOURC
 
 GENERATOR = "unitscope.probe"
 #: Bumped whenever the same seed would write different files (3: colour layer from the exact 2×2 mean, label PNGs
-#: written by unitscope with unfiltered rows; the images themselves are unchanged since 2).
-GENERATOR_VERSION = 3
-#: Fraction of the images that are DTD-like texture samples (colour + texture labels only).
-TEXTURE_FRACTION = 0.15
+#: written by unitscope with unfiltered rows; 4: the balanced schedule of scene classes and textures).
+GENERATOR_VERSION = 4
+#: The image-level labels, each shown once per cycle: scene images (all six categories) and DTD-like
+#: texture samples (colour and texture labels only).
+IMAGE_LABELS: tuple[str, ...] = SCENE_CLASSES + TEXTURES
+CYCLE = len(IMAGE_LABELS)
 
 
 @dataclass
@@ -59,18 +64,26 @@ class _Generator(np.random.Generator):
         return super().uniform(low, high, size)
 
 
+def image_label(index: int, seed: int) -> str:
+    """The scene class or texture image ``index`` shows: cycle ``index // CYCLE`` shows every label once,
+    in an order drawn from ``default_rng([seed, cycle, CYCLE])``."""
+    cycle, position = divmod(index, CYCLE)
+    order = np.random.default_rng([seed, cycle, CYCLE]).permutation(CYCLE)
+    return IMAGE_LABELS[int(order[position])]
+
+
 def draw_image(index: int, seed: int, size: int) -> ProbeImage:
     """Draw image ``index`` of the probe set with seed ``seed`` at ``size`` pixels."""
     rng = _Generator(np.random.PCG64([seed, index]))  # the stream of np.random.default_rng([seed, index])
     label_size = size // 2
     stem = f"{index:06d}"
-    if rng.random() < TEXTURE_FRACTION:
-        name = TEXTURES[int(rng.integers(len(TEXTURES)))]
+    name = image_label(index, seed)
+    if name in TEXTURES:
         image = texture_image(name, size, rng)
         return ProbeImage(
             TEXTURE_SOURCE, stem, image, {"color": [color_layer(image, label_size)]}, {"texture": [NUMBER[name]]}
         )
-    scene = SCENE_CLASSES[int(rng.integers(len(SCENE_CLASSES)))]
+    scene = name
     canvas = Canvas(size, label_size)
     SCENES[scene](canvas, rng)
     image, (objects, part_1, part_2, materials) = canvas.finish(rng.uniform(0.75, 1.15), rng.uniform(0.92, 1.08, 3))

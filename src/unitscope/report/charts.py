@@ -146,17 +146,17 @@ def _comparison_panels(chart: alt.TopLevelMixin, stats: pd.DataFrame) -> alt.Fac
     ).resolve_scale(y="independent")
 
 
-def comparison_lines(stats: pd.DataFrame, x: alt.X, description: str) -> dict | None:
+def comparison_lines(stats: pd.DataFrame, x: alt.X, description: str, own_x: bool = False) -> dict | None:
     """Unique detectors against ``x``: a line per category and one for their total, the mean over seeds with
-    ± sd bars where there are several (``stats``: group, x, measure, category, mean, sd, n, lo, hi)."""
+    ± sd bars where there are several (``stats``: group, x, measure, category, mean, sd, n, lo, hi); ``own_x``
+    gives each row of panels its own x axis (groups with different values of x)."""
     if stats.empty:
         return None
-    field = x.shorthand.split(":")[0]
     color = alt.Color("category:N", scale=_comparison_color(stats["category"]), title="category",
                       legend=alt.Legend(orient="top", direction="horizontal"))
     base = alt.Chart(stats).encode(
         x=x, color=color,
-        tooltip=["group:N", "measure:N", "category:N", alt.Tooltip(f"{field}:Q"),
+        tooltip=["group:N", "measure:N", "category:N", alt.Tooltip(x.shorthand),
                  alt.Tooltip("mean:Q", title="unique (mean)", format=".1f"), alt.Tooltip("sd:Q", format=".1f"),
                  alt.Tooltip("n:Q", title="runs")],
     )
@@ -166,7 +166,8 @@ def comparison_lines(stats: pd.DataFrame, x: alt.X, description: str) -> dict | 
     points = base.mark_point(filled=True, size=36).encode(y=y)
     spread = base.mark_rule().encode(y="lo:Q", y2="hi:Q").transform_filter(alt.datum.n > 1)
     layered = alt.layer(spread, lines, points).properties(width=320, height=200)
-    return _finish(_comparison_panels(layered, stats), description)
+    panels = _comparison_panels(layered, stats)
+    return _finish(panels.resolve_scale(x="independent") if own_x else panels, description)
 
 
 def layer_lines(stats: pd.DataFrame, x: alt.X, description: str) -> dict | None:
@@ -204,6 +205,13 @@ def rotation_chart(stats: pd.DataFrame) -> dict | None:
         stats, alt.X("alpha:Q", title="rotation power α", scale=alt.Scale(domain=[0, 1])),
         "Unique detectors as the basis is rotated from the original (α = 0) to a random one (α = 1)",
     )
+
+
+def condition_chart(stats: pd.DataFrame) -> dict | None:
+    """Unique detectors under each training condition, one row of panels per condition, mean ± sd over seeds."""
+    order = list(dict.fromkeys(stats["condition"])) if not stats.empty else []
+    return comparison_lines(stats, alt.X("condition:N", sort=order, title=None, axis=alt.Axis(labelAngle=0)),
+                            "Unique detectors of the same network trained under different conditions", own_x=True)
 
 
 def iteration_chart(stats: pd.DataFrame) -> dict | None:

@@ -116,6 +116,12 @@ class Run:
         return self.meta.get("rotation") or None
 
     @property
+    def checkpoint(self) -> dict:
+        """What the checkpoint file the weights came from records about itself (iteration, seed, val_accuracy,
+        architecture; empty for weights that are not a checkpoint file)."""
+        return self.meta.get("checkpoint") or {}
+
+    @property
     def alpha(self) -> float:
         """Rotation power α (0 for the unrotated basis)."""
         return float(self.rotation["alpha"]) if self.rotation else 0.0
@@ -146,9 +152,10 @@ class Run:
 
     @property
     def variant(self) -> bool:
-        """A run of an experiment on a layer shown elsewhere: a rotated basis, or a threshold-sweep run
-        (tag ``quantile``). Variants are counted on the comparison page and have no pages of their own."""
-        return bool(self.rotation) or "quantile" in self.tags
+        """A run of an experiment on a layer shown elsewhere: a rotated basis, a threshold-sweep run (tag
+        ``quantile``), or a repeated training with another seed (tag ``repeat``). Variants are counted on the
+        comparison page and have no pages of their own."""
+        return bool(self.rotation) or "quantile" in self.tags or "repeat" in self.tags
 
     @property
     def quantile(self) -> float:

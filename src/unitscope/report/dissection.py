@@ -172,6 +172,19 @@ def comparisons(collection: Collection) -> list[Comparison]:
                    "iteration", "Checkpoints of one training run, tagged with their iteration.",
                    "Unique detectors (black: all categories) over training iterations (logarithmic axis).",
                    "No run tagged with a training iteration (tag runs with iteration=N)."),
+        Comparison("conditions", "Training conditions", pages.condition_rows(collection), charts.condition_chart,
+                   "condition",
+                   "The same network trained the same way with one change, over several training seeds (Zhou et al., "
+                   "TPAMI 2018, Sec. 4; networks trained by the pipeline record their architecture in each "
+                   "checkpoint). On AlexNet the paper found batch normalisation lowering interpretability (46 unique "
+                   "detectors against 79 without), dropout trading object detectors for texture detectors when "
+                   "removed, a wider conv5 raising it (120 unique against 91), and repeated trainings giving similar "
+                   "totals with a different make-up. The held-out accuracy (mean ± sd over seeds) says whether a "
+                   "condition also changed how well the network learned its task.",
+                   "Unique detectors (per-category convention; black: all categories) under each condition, mean ± sd "
+                   "over the training seeds.",
+                   "No networks trained under different conditions (config `models.<name>.train`: batchnorm, "
+                   "dropout, width, seeds)."),
         Comparison("quantile", "Activation quantile τ", pages.quantile_rows(collection), charts.quantile_chart,
                    "quantile", "The threshold T_u of every unit is its top-τ activation quantile (the paper: τ = 0.005). "
                    "Zhou et al. (TPAMI 2018) varied τ: the number of unique detectors changes with it, but the "
@@ -188,11 +201,15 @@ def comparisons(collection: Collection) -> list[Comparison]:
     ]
 
 
+#: Columns of a comparison's rows that vary between the runs of one point rather than name the point.
+RUN_VALUES = ("unique", "seed", "accuracy")
+
+
 def comparison_stats(rows: pd.DataFrame) -> pd.DataFrame:
-    """The points of a comparison: per value of every column but ``unique`` and ``seed`` (group, x, measure,
-    category or layer) the mean of ``unique`` over the runs that give it (rotation seeds), their sd (0 for one
-    run), count, and mean ± sd."""
-    keys = [c for c in rows.columns if c not in ("unique", "seed")]
+    """The points of a comparison: per value of every column but :data:`RUN_VALUES` (group, x, measure,
+    category or layer) the mean of ``unique`` over the runs that give it (rotation or training seeds), their sd
+    (0 for one run), count, and mean ± sd."""
+    keys = [c for c in rows.columns if c not in RUN_VALUES]
     if rows.empty:
         return pd.DataFrame(columns=[*keys, "mean", "sd", "n", "lo", "hi"])
     stats = rows.groupby(keys, sort=False)["unique"].agg(mean="mean", sd="std", n="count").reset_index()
@@ -224,6 +241,8 @@ def _compare_sections(collection: Collection, panels: Panels) -> list[dict]:
             runs = stats.groupby(["group", x, "measure"], sort=False)["n"].max()
             pivot = pivot[[c for c in order if c in pivot.columns]].fillna("–" if lines == "layer" else "0")
             pivot["runs"] = runs.reindex(pivot.index).astype(int).astype(str)
+            if "accuracy" in rows.columns:
+                pivot["held-out accuracy"] = _accuracy_cells(rows, x).reindex(pivot.index.droplevel("measure")).values
             order = {m: i for i, m in enumerate(pages.MEASURES)}
             pivot = pivot.reset_index().sort_values(["group", x, "measure"], key=lambda c: c.map(order)
                                                     if c.name == "measure" else c, kind="stable")
@@ -240,6 +259,14 @@ def _compare_sections(collection: Collection, panels: Panels) -> list[dict]:
             "notes": [(group, found) for group, found in notes.items() if found],
         })
     return sections
+
+
+def _accuracy_cells(rows: pd.DataFrame, x: str) -> pd.Series:
+    """Held-out accuracy per (group, x): mean ± sd over the runs (one value per seed)."""
+    runs = rows.drop_duplicates(["group", x, "seed"])
+    stats = runs.groupby(["group", x], sort=False)["accuracy"].agg(mean="mean", sd="std", n="count")
+    return pd.Series([f"{m:.3f} ± {sd:.3f}" if n > 1 else f"{m:.3f}" for m, sd, n in stats.itertuples(index=False)],
+                     index=stats.index)
 
 
 def _cell(mean: float, sd: float, n: int) -> str:

@@ -400,3 +400,42 @@ def iou_rows(collection: Collection) -> pd.DataFrame:
             summary = summarize(run.tally, cut, levels=run.null_levels)
             rows += _layer_long(run, summary, group=run.model, iou=cut)
     return pd.DataFrame(rows, columns=["group", "iou", "measure", "layer", "unique"])
+
+
+#: How the options of a checkpoint's recorded architecture read in the conditions comparison.
+CONDITION_NAMES = {"batchnorm": "batch norm", "dropout": "dropout", "width": "width ×"}
+
+
+def _condition_value(value) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
+
+
+def condition_rows(collection: Collection) -> pd.DataFrame:
+    """Unique detectors of networks trained under different conditions (Zhou et al., TPAMI 2018): final checkpoints
+    whose recorded ``architecture`` differs from another's in exactly one option form that option's experiment
+    (group ``option · layer``), one point per value of the option with the spread over training seeds (``seed``)
+    and each checkpoint's held-out accuracy (``accuracy``)."""
+    final: dict[tuple, Run] = {}
+    for run in collection.runs:
+        record = run.checkpoint
+        architecture = record.get("architecture")
+        if run.rotation or "quantile" in run.tags or not isinstance(architecture, dict):
+            continue
+        key = (run.layer, tuple(sorted(architecture.items())), record.get("seed"))
+        if key not in final or record.get("iteration", 0) > final[key].checkpoint.get("iteration", 0):
+            final[key] = run
+    rows = []
+    options = sorted({option for _, architecture, _ in final for option, _ in architecture})
+    for option in options:
+        experiments: dict[tuple, list[tuple]] = defaultdict(list)
+        for layer, architecture, seed in final:
+            others = tuple(item for item in architecture if item[0] != option)
+            experiments[(layer, others)].append((dict(architecture).get(option), seed, final[layer, architecture, seed]))
+        for (layer, _), points in experiments.items():
+            if len({value for value, _, _ in points}) < 2:
+                continue
+            group = f"{CONDITION_NAMES.get(option, option)} · {layer}"
+            for value, seed, run in sorted(points, key=lambda p: (p[0], p[1])):
+                rows += _unique_long(run, group=group, condition=_condition_value(value), seed=seed,
+                                     accuracy=run.checkpoint.get("val_accuracy"))
+    return pd.DataFrame(rows, columns=["group", "condition", "seed", "accuracy", "measure", "category", "unique"])
