@@ -57,3 +57,21 @@ def test_no_pixel_layers() -> None:
     combinations = label_combinations(np.zeros((2, 0, 3, 4), np.int32))
     assert combinations.ids.tolist() == [[[0] * 4] * 3] * 2
     assert combinations.labels.shape == (2, 1, 0) and combinations.pixels.tolist() == [[12], [12]]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_images_numbered_alone_stack_into_the_batch_numbering(seed: int) -> None:
+    """The permutation null numbers each image once and stacks them: the same arrays as numbering the batch, also
+    when the images have different numbers of pixel layers (the missing ones read as label 0)."""
+    from unitscope.broden.combinations import stack_combinations
+
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 4, size=(depth, 12, 10)).repeat(2, axis=2)[:, :, :10] * rng.integers(1, 30)
+              for depth in (3, 1, 0, 2)]
+    padded = np.zeros((len(images), 3, 12, 10), np.int32)
+    for b, layers in enumerate(images):
+        padded[b, : len(layers)] = layers
+    batch = label_combinations(padded)
+    stacked = stack_combinations([label_combinations(layers[None]) for layers in images])
+    for name in ("ids", "labels", "pixels"):
+        np.testing.assert_array_equal(getattr(stacked, name), getattr(batch, name), err_msg=name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urldefrag
@@ -507,12 +508,13 @@ def test_training_conditions_compare_final_checkpoints_over_seeds(tmp_path) -> N
                 ("wide2", 1): 1.0, ("wide4", 0): 0.95}
     seed = iter(range(100))
     for (name, train_seed), acc in accuracy.items():
-        record = {"iteration": 256, "seed": train_seed, "val_accuracy": acc, "architecture": trainings[name]}
+        record = {"iteration": 256, "iterations": 256, "seed": train_seed, "val_accuracy": acc,
+                  "architecture": trainings[name]}
         make_results(results / f"{name}-s{train_seed}", dataset, model=f"{name}-s{train_seed}", seed=next(seed),
                      checkpoint=record,
                      tags={"series": name, "weights": "trained", "iteration": "256"}
                      | ({"repeat": str(train_seed)} if train_seed else {}))
-    early = {"iteration": 16, "seed": 0, "val_accuracy": 0.1, "architecture": base}
+    early = {"iteration": 16, "iterations": 256, "seed": 0, "val_accuracy": 0.1, "architecture": base}
     make_results(results / "base-iter16", dataset, model="base@16", seed=next(seed), checkpoint=early,
                  tags={"series": "base", "weights": "trained", "iteration": "16"})
     make_results(results / "base-rot", dataset, model="base", seed=next(seed), rotation={"alpha": 1.0, "seed": 1},
@@ -522,18 +524,41 @@ def test_training_conditions_compare_final_checkpoints_over_seeds(tmp_path) -> N
     assert set(rows["group"]) == {"batch norm · layer4", "width × · layer4"}  # dropout never varies: no experiment
     width = rows[rows["group"] == "width × · layer4"]
     assert list(dict.fromkeys(width["condition"])) == ["1", "2", "4"]
-    assert sorted(set(rows[rows["condition"] == "on"]["seed"])) == [0, 1]  # the iteration-16 and rotated runs left out
+    def unique(run: str) -> int:
+        return summarize(pd.read_csv(results / run / "layer4" / "tally.csv", keep_default_na=False))[
+            "unique_per_category"]["all"]
+
+    on = rows[(rows["condition"] == "on") & (rows["measure"] == "raw") & (rows["category"] == "all")]
+    assert sorted(on["unique"]) == sorted([unique("base-s0"), unique("base-s1")])  # not base-iter16, not base-rot
 
     (section,) = [s for s in _compare_sections(collection, Panels()) if s["id"] == "conditions"]
     table = [dict(zip(section["columns"], row)) for row in section["rows"]]
     off = next(r for r in table if r["group"] == "batch norm · layer4" and r["condition"] == "off" and r["measure"] == "raw")
-    counts = [summarize(pd.read_csv(results / f"nobn-s{s}" / "layer4" / "tally.csv", keep_default_na=False))
-              ["unique_per_category"]["all"] for s in (0, 1)]
+    counts = [unique(f"nobn-s{s}") for s in (0, 1)]
     assert off["all"] == f"{np.mean(counts):.1f} ± {np.std(counts, ddof=1):.1f}" and off["runs"] == "2"
     assert off["held-out accuracy"] == f"{0.7:.3f} ± {np.std([0.8, 0.6], ddof=1):.3f}"
     four = next(r for r in table if r["group"] == "width × · layer4" and r["condition"] == "4")
     assert four["held-out accuracy"] == "0.950" and four["runs"] == "1"
     assert {run.path.parent.name for run in collection.runs if run.variant} == {"base-s1", "nobn-s1", "wide2-s1", "base-rot"}
+
+
+def test_training_conditions_name_their_other_options_and_refuse_a_training_twice(tmp_path) -> None:
+    from unitscope.report.pages import condition_rows
+
+    dataset = make_dataset(tmp_path / "broden")
+    results = tmp_path / "results"
+    for i, (bn, width) in enumerate([(True, 1), (False, 1), (True, 2), (False, 2)]):
+        record = {"iteration": 8, "iterations": 8, "seed": 0, "val_accuracy": 1.0,
+                  "architecture": {"batchnorm": bn, "dropout": 0.0, "width": width}}
+        make_results(results / f"m{i}", dataset, model=f"m{i}", seed=i, checkpoint=record)
+    groups = set(condition_rows(collect([results]))["group"])
+    assert groups == {"batch norm · layer4 (dropout 0, width × 1)", "batch norm · layer4 (dropout 0, width × 2)",
+                      "width × · layer4 (batch norm on, dropout 0)", "width × · layer4 (batch norm off, dropout 0)"}
+    shutil.copytree(results / "m0", results / "m0-again")
+    meta = json.loads((results / "m0-again" / "layer4" / "meta.json").read_text())
+    (results / "m0-again" / "layer4" / "meta.json").write_text(json.dumps({**meta, "model": "m0-again"}))
+    with pytest.raises(ReportInputError, match="the same training .* dissected twice"):
+        condition_rows(collect([results]))
 
 
 def test_a_new_kind_of_result_adds_its_section(tmp_path, monkeypatch) -> None:

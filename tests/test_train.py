@@ -131,8 +131,8 @@ def test_architecture_conditions_train_save_and_load_back(
     assert len(norms) == (4 if batchnorm else 0)
     assert (net.conv1[0].bias is None) == batchnorm
     assert net.conv4[0].out_channels == conv4_width and net.fc.in_features == conv4_width
-    assert loaded.checkpoint == {"iteration": 6, "seed": 0, "val_accuracy": log["final_val_accuracy"],
-                                 "architecture": log["architecture"]}
+    assert loaded.checkpoint == {"iteration": 6, "seed": 0, "val_accuracy": log["final_val_accuracy"], "iterations": 6,
+                                 "batch_size": 8, "architecture": log["architecture"]}
 
 
 def test_dropout_acts_in_training_only() -> None:

@@ -95,7 +95,10 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
         "all": 1, "probe_dataset": 1, "train_probecnn": trainings, "extract": extracts, "dissect": dissects,
         "dimension": dimensions, "provenance": 1, "report": 1,
     }
-    assert trainings == 15  # the five training conditions, three seeds each
+    # Counted by hand for the shipped config: dissections 17 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 7 rotated)
+    # + 4 untrained + 12 conditions (4 × 3 seeds) + 26 EfficientNet (3 layers, 9 swept, 2 × 7 rotated); forward
+    # passes 7 + 1 + 12 + 1; effective dimensions 5 + 1 + 4 + 1.
+    assert (trainings, dissects, extracts, dimensions) == (15, 59, 21, 11)
 
 
 def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
@@ -178,6 +181,16 @@ def test_bad_config_fails_naming_the_key(clone: Path, override: dict, key: str) 
     assert result.returncode != 0
     message = next(line for line in (result.stdout + result.stderr).splitlines() if line.startswith("config key"))
     assert key in message
+
+
+def test_cache_sizes_follow_the_architecture_the_pipeline_trains() -> None:
+    from unitscope.config_check import check_config
+
+    config = {"datasets": {"p": {"source": "probe", "size": 224}},
+              "models": {"wide": {"spec": "probecnn", "layers": ["conv4"], "train": {"iterations": 1, "width": 4}},
+                         "plain": {"spec": "probecnn", "layers": ["conv3", "conv4"]}}}
+    values = check_config(config).layer_values
+    assert values == {"wide": {"conv4": 1024 * 7 * 7}, "plain": {"conv3": 128 * 14 * 14, "conv4": 256 * 7 * 7}}
 
 
 def test_cuda_without_cuda_stops_a_local_run_before_any_job(clone: Path) -> None:

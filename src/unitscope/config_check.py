@@ -89,7 +89,7 @@ def _layer_values(name: str, entry: Mapping, size: int) -> dict[str, int]:
         elif arch is not None:
             raise _Problem(f"models.{name}.arch", f"applies to file: specs only, not to {spec!r}")
         else:
-            module = _architecture(spec)
+            module = _architecture(spec, entry.get("train"))
     except ValueError as error:
         raise _Problem(key, str(error)) from None
     try:
@@ -102,11 +102,19 @@ def _layer_values(name: str, entry: Mapping, size: int) -> dict[str, int]:
         return {}  # model's own error: the size stays unknown and the model's first job reports the problem
 
 
-def _architecture(spec: str):
-    """The module a spec names, without weights where the registry builds it (on the meta device)."""
+def _architecture(spec: str, train: Mapping | None = None):
+    """The module a spec names, without weights where the registry builds it (on the meta device); a model the
+    pipeline trains (``train``) in the architecture it trains."""
     import torch
 
     from unitscope.models.registry import load_model, resolve_entry
+
+    if train is not None:
+        from unitscope.models.probecnn import Architecture, ProbeCNN
+
+        options = {key: train[key] for key in ("batchnorm", "dropout", "width") if key in train}
+        with torch.device("meta"):
+            return ProbeCNN(architecture=Architecture(**options))
 
     if spec.startswith("python:"):
         if "" not in sys.path and str(Path.cwd()) not in sys.path:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import asdict
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def train_probecnn(
     Writes ``checkpoint-<k>.pt`` after ``k`` steps for each ``k`` in ``checkpoints`` (default
     :func:`geometric_checkpoints`; 0 is the initialisation), ``final.pt`` and ``training.json``; each
     checkpoint holds ``state_dict``, ``iteration``, ``seed``, ``classes``, ``val_accuracy`` (top-1 on the
-    held-out ``val`` split) and ``architecture``. SGD with
+    held-out ``val`` split), ``iterations``, ``batch_size`` and ``architecture``. SGD with
     Nesterov momentum and a cosine learning-rate decay, no augmentation (random flips made no difference
     on the probe set: ``benchmarks/README.md``). Returns the training log written to ``training.json``.
     """
@@ -146,7 +146,7 @@ def train_probecnn(
 
     with torch.random.fork_rng(devices=[]), _deterministic(device.type == "cpu"):
         torch.manual_seed(seed)
-        # channels-last convolutions: 1.35× less CPU time per step here (benchmarks/README.md, ProbeCNN training)
+        # channels-last convolutions: 1.2–1.4× less CPU time per step here (benchmarks/README.md, ProbeCNN training)
         model = ProbeCNN(num_classes=len(classes), architecture=architecture).to(device, memory_format=LAYOUT)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
@@ -174,6 +174,8 @@ def train_probecnn(
                 "seed": seed,
                 "classes": classes,
                 "val_accuracy": accuracy,
+                "iterations": iterations,
+                "batch_size": batch_size,
                 "architecture": asdict(architecture),
             }
             if iteration in checkpoints:

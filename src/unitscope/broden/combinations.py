@@ -7,11 +7,12 @@ mask pixel instead of D labels (``unitscope.tally``), and gives the images' grou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LabelCombinations", "label_combinations"]
+__all__ = ["LabelCombinations", "label_combinations", "stack_combinations"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,21 @@ def label_combinations(layers: np.ndarray) -> LabelCombinations:
     pixels[owner, slot] = np.bincount(ids, weights=lengths, minlength=count)
     local = (ids - offset[image]).astype(np.int32)
     return LabelCombinations(np.repeat(local, lengths).reshape(images, sh, sw), labels, pixels)
+
+
+def stack_combinations(images: Sequence[LabelCombinations]) -> LabelCombinations:
+    """The combinations of a batch from those of its images, each numbered alone (a batch of one): ids are local to
+    an image and ordered by its own tuples, so this equals :func:`label_combinations` of the stacked layers, the
+    label rows padded with 0 to the largest C and D (a missing layer reads as label 0, as in the padded layers)."""
+    count = max(one.labels.shape[1] for one in images)
+    depth = max(one.labels.shape[2] for one in images)
+    labels = np.zeros((len(images), count, depth), np.int32)
+    pixels = np.zeros((len(images), count), np.int64)
+    for b, one in enumerate(images):
+        c, d = one.labels.shape[1:]
+        labels[b, :c, :d] = one.labels[0]
+        pixels[b, :c] = one.pixels[0]
+    return LabelCombinations(np.concatenate([one.ids for one in images]), labels, pixels)
 
 
 def _dense_ranks(keys: np.ndarray, bound: int) -> tuple[np.ndarray, int]:

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from unitscope.broden.combinations import label_combinations
+from unitscope.broden.combinations import LabelCombinations, label_combinations, stack_combinations
 from unitscope.broden.reader import BrodenDataset, Segmentation
 
-__all__ = ["SegmentationBatch", "batch_segmentations", "image_loader", "segmentation_loader"]
+__all__ = ["SegmentationBatch", "batch_combinations", "batch_segmentations", "image_loader", "segmentation_loader"]
 
 
 class SegmentationBatch(NamedTuple):
@@ -70,17 +70,30 @@ def batch_segmentations(segmentations: Sequence[Segmentation], indices: Sequence
     """Stack segmentations of the same label size into a :class:`SegmentationBatch`."""
     size = segmentations[0].layers.shape[1:]
     layers = np.zeros((len(segmentations), max(s.layers.shape[0] for s in segmentations), *size), np.int32)
-    image_labels = np.zeros((len(segmentations), max(len(s.image_labels) for s in segmentations)), np.int32)
     for b, segmentation in enumerate(segmentations):
         layers[b, : len(segmentation.layers)] = segmentation.layers
-        image_labels[b, : len(segmentation.image_labels)] = segmentation.image_labels
-    combinations = label_combinations(layers)
+    return _batch(label_combinations(layers), [s.image_labels for s in segmentations], indices)
+
+
+def batch_combinations(
+    combinations: Sequence[LabelCombinations], image_labels: Sequence[np.ndarray], indices: Sequence[int]
+) -> SegmentationBatch:
+    """The :class:`SegmentationBatch` of images whose label combinations were numbered one image at a time
+    (:func:`label_combinations` of each alone): equal to :func:`batch_segmentations` of the images, without
+    numbering them again (the permutation null pairs the same images' labels with many batches)."""
+    return _batch(stack_combinations(combinations), image_labels, indices)
+
+
+def _batch(combinations: LabelCombinations, image_labels: Sequence[np.ndarray], indices: Sequence[int]) -> SegmentationBatch:
+    padded = np.zeros((len(image_labels), max(len(labels) for labels in image_labels)), np.int32)
+    for b, labels in enumerate(image_labels):
+        padded[b, : len(labels)] = labels
     return SegmentationBatch(
         indices=torch.tensor(list(indices), dtype=torch.long),
         combination_ids=torch.from_numpy(combinations.ids),
         combination_labels=torch.from_numpy(combinations.labels),
         combination_pixels=torch.from_numpy(combinations.pixels),
-        image_labels=torch.from_numpy(image_labels),
+        image_labels=torch.from_numpy(padded),
     )
 
 

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unitscope.broden.loaders import SegmentationBatch, batch_segmentations
-from unitscope.broden.reader import BrodenDataset, Segmentation
+from unitscope.broden.combinations import LabelCombinations, label_combinations
+from unitscope.broden.loaders import SegmentationBatch, batch_combinations
+from unitscope.broden.reader import BrodenDataset
 from unitscope.tally import TallyCounts
 
 #: Chance of a unit passing by chance with some label, which sets the null level's quantile 1 − α/L.
@@ -56,25 +57,26 @@ def permutations(kinds: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 class PermutedLabels:
     """The label batches of the R permutations for a batch of activation rows; each image's label maps are
-    decoded once and kept (2 bytes per label pixel while they fit uint16)."""
+    decoded and numbered (:func:`label_combinations`) once, and kept as such (4 bytes per label pixel)."""
 
     def __init__(self, dataset: BrodenDataset, permutation: np.ndarray) -> None:
         self.dataset = dataset
         self.permutation = permutation
-        self._kept: dict[int, Segmentation] = {}
+        self._kept: dict[int, tuple[LabelCombinations, np.ndarray]] = {}
 
     def batches(self, indices: Sequence[int]) -> list[SegmentationBatch]:
         """One label batch per permutation: row b holds the labels of image π_r(indices[b])."""
-        return [batch_segmentations([self._segmentation(int(j)) for j in row[np.asarray(indices)]], indices)
-                for row in self.permutation]
+        batches = []
+        for row in self.permutation:
+            kept = [self._labels(int(j)) for j in row[np.asarray(indices)]]
+            batches.append(batch_combinations([c for c, _ in kept], [labels for _, labels in kept], indices))
+        return batches
 
-    def _segmentation(self, image: int) -> Segmentation:
+    def _labels(self, image: int) -> tuple[LabelCombinations, np.ndarray]:
+        """The image's label combinations (numbered alone) and its image-level labels."""
         if image not in self._kept:
             found = self.dataset.segmentation(image)
-            layers = found.layers
-            if layers.size and int(layers.max()) <= np.iinfo(np.uint16).max:
-                layers = layers.astype(np.uint16)
-            self._kept[image] = Segmentation(layers=layers, image_labels=found.image_labels)
+            self._kept[image] = (label_combinations(found.layers[None]), found.image_labels)
         return self._kept[image]
 
 

@@ -237,4 +237,5 @@ def load_model(spec: str, arch: str | None = None) -> LoadedModel:
         if weights is not None:
             entry.weights[weights](module)
         name, normalize = f"{_short_name(spec)} ({weights or 'untrained'})", entry.normalize
-    return LoadedModel(module=module.eval().cpu(), spec=spec, name=name, default_normalize=normalize, checkpoint=record)
+    return LoadedModel(module=module.eval().cpu(), spec=spec, name=name, default_normalize=normalize,
+                       checkpoint=record or None)

@@ -83,9 +83,8 @@ def draw_image(index: int, seed: int, size: int) -> ProbeImage:
         return ProbeImage(
             TEXTURE_SOURCE, stem, image, {"color": [color_layer(image, label_size)]}, {"texture": [NUMBER[name]]}
         )
-    scene = name
     canvas = Canvas(size, label_size)
-    SCENES[scene](canvas, rng)
+    SCENES[name](canvas, rng)
     image, (objects, part_1, part_2, materials) = canvas.finish(rng.uniform(0.75, 1.15), rng.uniform(0.92, 1.08, 3))
     pixel_layers = {"color": [color_layer(image, label_size)], "object": [objects]}
     parts = [layer for layer in (part_1, part_2) if layer.any()]
@@ -93,7 +92,7 @@ def draw_image(index: int, seed: int, size: int) -> ProbeImage:
         pixel_layers["part"] = parts
     if materials.any():
         pixel_layers["material"] = [materials]
-    return ProbeImage(SCENE_SOURCE, stem, image, pixel_layers, {"scene": [NUMBER[scene]]})
+    return ProbeImage(SCENE_SOURCE, stem, image, pixel_layers, {"scene": [NUMBER[name]]})
 
 
 def _draw(args: tuple[ImageEncoder, int, int, int]) -> EncodedImage:

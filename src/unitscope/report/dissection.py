@@ -262,11 +262,11 @@ def _compare_sections(collection: Collection, panels: Panels) -> list[dict]:
 
 
 def _accuracy_cells(rows: pd.DataFrame, x: str) -> pd.Series:
-    """Held-out accuracy per (group, x): mean ± sd over the runs (one value per seed)."""
+    """Held-out accuracy per (group, x): mean ± sd over the runs (one value per seed); "–" unless every run has one."""
     runs = rows.drop_duplicates(["group", x, "seed"])
-    stats = runs.groupby(["group", x], sort=False)["accuracy"].agg(mean="mean", sd="std", n="count")
-    return pd.Series([f"{m:.3f} ± {sd:.3f}" if n > 1 else f"{m:.3f}" for m, sd, n in stats.itertuples(index=False)],
-                     index=stats.index)
+    stats = runs.groupby(["group", x], sort=False)["accuracy"].agg(mean="mean", sd="std", n="count", runs="size")
+    return pd.Series(["–" if n < size else f"{m:.3f} ± {sd:.3f}" if n > 1 else f"{m:.3f}"
+                      for m, sd, n, size in stats.itertuples(index=False)], index=stats.index)
 
 
 def _cell(mean: float, sd: float, n: int) -> str:

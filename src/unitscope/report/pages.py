@@ -14,7 +14,7 @@ import pandas as pd
 
 from unitscope.broden.format import IMAGE_LEVEL_CATEGORIES
 from unitscope.summary import display_name, summarize
-from unitscope.report.collect import CATEGORY_ORDER, Collection, Run, natural_key, slugify
+from unitscope.report.collect import CATEGORY_ORDER, Collection, ReportInputError, Run, natural_key, slugify
 
 TOP_PER_CATEGORY = 5
 PLURALS = {"object": "objects", "scene": "scenes", "part": "parts", "material": "materials",
@@ -406,36 +406,56 @@ def iou_rows(collection: Collection) -> pd.DataFrame:
 CONDITION_NAMES = {"batchnorm": "batch norm", "dropout": "dropout", "width": "width ×"}
 
 
-def _condition_value(value) -> str:
+def _condition_value(value: bool | float) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
+
+
+def _final_checkpoints(collection: Collection) -> dict[tuple, Run]:
+    """The unrotated, unswept runs of final checkpoints that record an architecture of numeric options, by (layer,
+    dataset, training length, architecture, seed). A record with its training length (``iterations``) counts at
+    that iteration only; an older one at its highest iteration."""
+    final: dict[tuple, Run] = {}
+    for run in collection.runs:
+        record = run.checkpoint
+        architecture = record.get("architecture")
+        if run.rotation or "quantile" in run.tags or not isinstance(architecture, dict) or not all(
+                isinstance(v, (bool, int, float)) for v in architecture.values()):
+            continue
+        iterations = record.get("iterations")
+        if iterations is not None and record.get("iteration") != iterations:
+            continue
+        key = (run.layer, (run.meta.get("dataset") or {}).get("index_sha256"), iterations,
+               tuple(sorted(architecture.items())), record.get("seed"))
+        if key in final and iterations is not None:
+            raise ReportInputError(f"{final[key].path} and {run.path} are the same training (architecture, seed, "
+                                   "length, dataset) dissected twice; leave one out")
+        if key not in final or record.get("iteration", 0) > final[key].checkpoint.get("iteration", 0):
+            final[key] = run
+    return final
 
 
 def condition_rows(collection: Collection) -> pd.DataFrame:
     """Unique detectors of networks trained under different conditions (Zhou et al., TPAMI 2018): final checkpoints
     whose recorded ``architecture`` differs from another's in exactly one option form that option's experiment
-    (group ``option · layer``), one point per value of the option with the spread over training seeds (``seed``)
-    and each checkpoint's held-out accuracy (``accuracy``)."""
-    final: dict[tuple, Run] = {}
-    for run in collection.runs:
-        record = run.checkpoint
-        architecture = record.get("architecture")
-        if run.rotation or "quantile" in run.tags or not isinstance(architecture, dict):
-            continue
-        key = (run.layer, tuple(sorted(architecture.items())), record.get("seed"))
-        if key not in final or record.get("iteration", 0) > final[key].checkpoint.get("iteration", 0):
-            final[key] = run
+    (group ``option · layer``, with the other options where one layer has several experiments of an option), one
+    point per value of the option with the spread over training seeds (``seed``) and each checkpoint's held-out
+    accuracy (``accuracy``)."""
+    final = _final_checkpoints(collection)
     rows = []
-    options = sorted({option for _, architecture, _ in final for option, _ in architecture})
+    options = sorted({option for key in final for option, _ in key[3]})
     for option in options:
         experiments: dict[tuple, list[tuple]] = defaultdict(list)
-        for layer, architecture, seed in final:
+        for key, run in final.items():
+            layer, dataset, iterations, architecture, seed = key
             others = tuple(item for item in architecture if item[0] != option)
-            experiments[(layer, others)].append((dict(architecture).get(option), seed, final[layer, architecture, seed]))
-        for (layer, _), points in experiments.items():
-            if len({value for value, _, _ in points}) < 2:
-                continue
+            experiments[(layer, dataset, iterations, others)].append((dict(architecture).get(option), seed, run))
+        experiments = {k: points for k, points in experiments.items() if len({value for value, _, _ in points}) > 1}
+        per_layer = Counter(layer for layer, *_ in experiments)
+        for (layer, _, _, others), points in experiments.items():
             group = f"{CONDITION_NAMES.get(option, option)} · {layer}"
-            for value, seed, run in sorted(points, key=lambda p: (p[0], p[1])):
+            if per_layer[layer] > 1:
+                group += " (" + ", ".join(f"{CONDITION_NAMES.get(k, k)} {_condition_value(v)}" for k, v in others) + ")"
+            for value, seed, run in sorted(points, key=lambda p: (p[0], str(p[1]))):
                 rows += _unique_long(run, group=group, condition=_condition_value(value), seed=seed,
                                      accuracy=run.checkpoint.get("val_accuracy"))
     return pd.DataFrame(rows, columns=["group", "condition", "seed", "accuracy", "measure", "category", "unique"])
