@@ -95,10 +95,10 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
         "all": 1, "probe_dataset": 1, "train_probecnn": trainings, "extract": extracts, "dissect": dissects,
         "dimension": dimensions, "provenance": 1, "report": 1,
     }
-    # Counted by hand for the shipped config: dissections 17 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 7 rotated)
+    # Counted by hand for the shipped config: dissections 15 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 5 rotated)
     # + 4 untrained + 12 conditions (4 × 3 seeds) + 26 EfficientNet (3 layers, 9 swept, 2 × 7 rotated); forward
     # passes 7 + 1 + 12 + 1; effective dimensions 5 + 1 + 4 + 1.
-    assert (trainings, dissects, extracts, dimensions) == (15, 59, 21, 11)
+    assert (trainings, dissects, extracts, dimensions) == (15, 57, 21, 11)
 
 
 def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
