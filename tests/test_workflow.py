@@ -340,6 +340,9 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         meta = json.loads((results / f"{run}/conv4/meta.json").read_text())
         assert (meta["checkpoint"]["seed"], meta["checkpoint"]["architecture"]["width"]) == (seed, width), run
         assert meta["checkpoint"]["iteration"] == 4 and meta["units"] == 256 * width
+    saved = {name: sorted(p.name for p in (clone / "results/models" / name).glob("checkpoint-*.pt"))
+             for name in ("probecnn", "probecnn-seed1")}
+    assert saved == {"probecnn": ["checkpoint-0.pt", "checkpoint-4.pt"], "probecnn-seed1": ["checkpoint-4.pt"]}
     # α = 0 is a permutation of the units (un-permuting): every count is unchanged.
     assert summaries["probecnn-rot0.00-s1/conv4"] == summaries["probecnn/conv4"]
 

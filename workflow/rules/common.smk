@@ -279,7 +279,8 @@ def train_options(wildcards) -> str:
     model, seed = TRAININGS[wildcards.training]
     train = config["models"][model]["train"]
     options = [f"--iterations {train['iterations']}", f"--seed {seed}", f"--device {config['device']}"]
-    saved = sorted({*train["checkpoints"], train["iterations"]})  # the final weights are a checkpoint too
+    followed = train["checkpoints"] if seed == train["seeds"][0] else []  # further seeds: their final weights only
+    saved = sorted({*followed, train["iterations"]})  # the final weights are a checkpoint too
     options.append(f"--checkpoints {','.join(map(str, saved))}")
     options += ["--batchnorm" if train["batchnorm"] else "--no-batchnorm", f"--dropout {train['dropout']:g}",
                 f"--width {train['width']}"]
