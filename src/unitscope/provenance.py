@@ -101,7 +101,7 @@ def weights_record(results: Sequence[str | Path], checkpoints: Sequence[str | Pa
 
 def find_seeds(config: Mapping, prefix: str = "") -> dict[str, int | list[int]]:
     """Every ``seed`` value (and ``seeds`` list) in the config, keyed by its dotted path
-    (``models.probecnn.train.seed``, ``models.probecnn.rotation.seeds``)."""
+    (``datasets.probe.seed``, ``models.probecnn.train.seeds``)."""
     seeds: dict[str, int | list[int]] = {}
     for key, value in config.items():
         path = f"{prefix}{key}"
