@@ -554,6 +554,14 @@ def test_training_conditions_name_their_other_options_and_refuse_a_training_twic
     groups = set(condition_rows(collect([results]))["group"])
     assert groups == {"batch norm · layer4 (dropout 0, width × 1)", "batch norm · layer4 (dropout 0, width × 2)",
                       "width × · layer4 (batch norm on, dropout 0)", "width × · layer4 (batch norm off, dropout 0)"}
+    for seed in (1, 2):  # seeds of an architecture in no experiment: a point of their own
+        record = {"iteration": 8, "iterations": 8, "seed": seed, "val_accuracy": 1.0,
+                  "architecture": {"batchnorm": False, "dropout": 0.5, "width": 4}}  # two options from any other
+        make_results(results / f"d{seed}", dataset, model=f"d{seed}", seed=10 + seed, checkpoint=record)
+    rows = condition_rows(collect([results]))
+    alone = rows[rows["group"] == "training seeds · layer4"]
+    assert set(alone["condition"]) == {"batch norm off, dropout 0.5, width × 4"} and sorted(set(alone["seed"])) == [1, 2]
+    assert set(rows["group"]) - {"training seeds · layer4"} == groups
     shutil.copytree(results / "m0", results / "m0-again")
     meta = json.loads((results / "m0-again" / "layer4" / "meta.json").read_text())
     (results / "m0-again" / "layer4" / "meta.json").write_text(json.dumps({**meta, "model": "m0-again"}))

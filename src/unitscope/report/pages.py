@@ -439,9 +439,11 @@ def condition_rows(collection: Collection) -> pd.DataFrame:
     whose recorded ``architecture`` differs from another's in exactly one option form that option's experiment
     (group ``option · layer``, with the other options where one layer has several experiments of an option), one
     point per value of the option with the spread over training seeds (``seed``) and each checkpoint's held-out
-    accuracy (``accuracy``)."""
+    accuracy (``accuracy``). Seeds of an architecture in no experiment are one point of their own (group
+    ``training seeds · layer``)."""
     final = _final_checkpoints(collection)
     rows = []
+    used: set[int] = set()
     options = sorted({option for key in final for option, _ in key[3]})
     for option in options:
         experiments: dict[tuple, list[tuple]] = defaultdict(list)
@@ -456,6 +458,16 @@ def condition_rows(collection: Collection) -> pd.DataFrame:
             if per_layer[layer] > 1:
                 group += " (" + ", ".join(f"{CONDITION_NAMES.get(k, k)} {_condition_value(v)}" for k, v in others) + ")"
             for value, seed, run in sorted(points, key=lambda p: (p[0], str(p[1]))):
+                used.add(id(run))
                 rows += _unique_long(run, group=group, condition=_condition_value(value), seed=seed,
                                      accuracy=run.checkpoint.get("val_accuracy"))
+    seeds: dict[tuple, list[tuple]] = defaultdict(list)
+    for key, run in final.items():
+        if id(run) not in used:
+            seeds[key[:4]].append((key[4], run))
+    for (layer, _, _, architecture), runs in seeds.items():
+        condition = ", ".join(f"{CONDITION_NAMES.get(k, k)} {_condition_value(v)}" for k, v in architecture)
+        for seed, run in sorted(runs, key=lambda p: str(p[0])) if len(runs) > 1 else []:
+            rows += _unique_long(run, group=f"training seeds · {layer}", condition=condition, seed=seed,
+                                 accuracy=run.checkpoint.get("val_accuracy"))
     return pd.DataFrame(rows, columns=["group", "condition", "seed", "accuracy", "measure", "category", "unique"])
