@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
@@ -112,7 +112,7 @@ def _architecture(spec: str, train: Mapping | None = None):
     if train is not None:
         from unitscope.models.probecnn import Architecture, ProbeCNN
 
-        options = {key: train[key] for key in ("batchnorm", "dropout", "width") if key in train}
+        options = {option.name: train[option.name] for option in fields(Architecture) if option.name in train}
         with torch.device("meta"):
             return ProbeCNN(architecture=Architecture(**options))
 

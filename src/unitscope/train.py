@@ -76,6 +76,14 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[to
             yield order[start : start + batch_size]
 
 
+_TO_INPUT = normalizer(NORMALIZE)
+
+
+def _model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images as the model's normalised float input, channels-last."""
+    return _TO_INPUT(images.to(device)).contiguous(memory_format=LAYOUT)
+
+
 @torch.inference_mode()
 def evaluate(
     model: ProbeCNN, images: torch.Tensor, targets: torch.Tensor, batch_size: int, device: torch.device
@@ -83,10 +91,9 @@ def evaluate(
     """Top-1 accuracy of ``model`` (in eval mode) on uint8 images."""
     was_training = model.training
     model.eval()
-    to_input = normalizer(NORMALIZE)
     correct = 0
     for start in range(0, len(images), batch_size):
-        logits = model(to_input(images[start : start + batch_size].to(device)).contiguous(memory_format=LAYOUT))
+        logits = model(_model_input(images[start : start + batch_size], device))
         correct += int((logits.argmax(1).cpu() == targets[start : start + batch_size]).sum())
     model.train(was_training)
     return correct / len(images)
@@ -153,7 +160,6 @@ def train_probecnn(
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * k / max(iterations, 1)))
         )
-        to_input = normalizer(NORMALIZE)
         losses: list[float] = []
         records: list[dict[str, Any]] = []
 
@@ -189,8 +195,7 @@ def train_probecnn(
         batches = _batches(len(train_images), batch_size, generator)
         for iteration in progress(range(1, iterations + 1), desc="train probecnn", unit="step"):
             rows = next(batches)
-            inputs = to_input(train_images[rows].to(device)).contiguous(memory_format=LAYOUT)
-            loss = F.cross_entropy(model(inputs), train_targets[rows].to(device))
+            loss = F.cross_entropy(model(_model_input(train_images[rows], device)), train_targets[rows].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -61,7 +61,6 @@ class ProbeCNN(nn.Module):
         super().__init__()
         w1, w2, w3, w4 = architecture.widths
         bn = architecture.batchnorm
-        self.architecture = architecture
         self.conv1 = _block(3, w1, 7, 4, bn)
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = _block(w1, w2, 3, 1, bn)
@@ -87,10 +86,12 @@ def architecture_of(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
     A state_dict without conv4's weights reads as the default; loading it then names the keys that differ.
     """
     conv4 = state_dict.get("conv4.0.weight")
-    width, extra = divmod(conv4.shape[0], WIDTHS[-1]) if conv4 is not None else (1, 0)
+    if conv4 is None:
+        return Architecture()
+    width, extra = divmod(conv4.shape[0], WIDTHS[-1])
     if extra or width < 1:
         raise ValueError(f"not a ProbeCNN state_dict: conv4 has {conv4.shape[0]} channels, not a multiple of {WIDTHS[-1]}")
-    return Architecture(batchnorm="conv1.1.running_mean" in state_dict or conv4 is None, width=width)
+    return Architecture(batchnorm="conv1.1.running_mean" in state_dict, width=width)
 
 
 def _build(state_dict: Mapping[str, torch.Tensor] | None) -> ProbeCNN:

@@ -410,6 +410,11 @@ def _condition_value(value: bool | float) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
 
 
+def _options_text(options: tuple[tuple[str, bool | float], ...]) -> str:
+    """``batch norm on, dropout 0, width × 1``."""
+    return ", ".join(f"{CONDITION_NAMES.get(k, k)} {_condition_value(v)}" for k, v in options)
+
+
 def _final_checkpoints(collection: Collection) -> dict[tuple, Run]:
     """The unrotated, unswept runs of final checkpoints that record an architecture of numeric options, by (layer,
     dataset, training length, architecture, seed). A record with its training length (``iterations``) counts at
@@ -456,7 +461,7 @@ def condition_rows(collection: Collection) -> pd.DataFrame:
         for (layer, _, _, others), points in experiments.items():
             group = f"{CONDITION_NAMES.get(option, option)} · {layer}"
             if per_layer[layer] > 1:
-                group += " (" + ", ".join(f"{CONDITION_NAMES.get(k, k)} {_condition_value(v)}" for k, v in others) + ")"
+                group += f" ({_options_text(others)})"
             for value, seed, run in sorted(points, key=lambda p: (p[0], str(p[1]))):
                 used.add(id(run))
                 rows += _unique_long(run, group=group, condition=_condition_value(value), seed=seed,
@@ -466,8 +471,9 @@ def condition_rows(collection: Collection) -> pd.DataFrame:
         if id(run) not in used:
             seeds[key[:4]].append((key[4], run))
     for (layer, _, _, architecture), runs in seeds.items():
-        condition = ", ".join(f"{CONDITION_NAMES.get(k, k)} {_condition_value(v)}" for k, v in architecture)
-        for seed, run in sorted(runs, key=lambda p: str(p[0])) if len(runs) > 1 else []:
-            rows += _unique_long(run, group=f"training seeds · {layer}", condition=condition, seed=seed,
-                                 accuracy=run.checkpoint.get("val_accuracy"))
+        if len(runs) < 2:
+            continue
+        for seed, run in sorted(runs, key=lambda p: str(p[0])):
+            rows += _unique_long(run, group=f"training seeds · {layer}", condition=_options_text(architecture),
+                                 seed=seed, accuracy=run.checkpoint.get("val_accuracy"))
     return pd.DataFrame(rows, columns=["group", "condition", "seed", "accuracy", "measure", "category", "unique"])

@@ -50,11 +50,30 @@ class _RuleFunction(torch.autograd.Function):
         return (positive * linear if ctx.rule == "guided" else positive), None, None, None
 
 
-def _upper(module: nn.Module) -> float | None | bool:
-    for kind, upper in RECTIFIERS:
-        if isinstance(module, kind):
-            return upper
-    return False
+def _rectifiers(model: nn.Module) -> list[tuple[nn.Module, float | None]]:
+    """The model's rectifier modules, each with the upper end of its linear range (None: unbounded)."""
+    found = []
+    for module in model.modules():
+        upper = next((top for kind, top in RECTIFIERS if isinstance(module, kind)), False)
+        if upper is not False:
+            found.append((module, upper))
+    return found
+
+
+@contextlib.contextmanager
+def _hooked(rectifiers: list[tuple[nn.Module, float | None]], before, after) -> Iterator[None]:
+    """``before(module, inputs)`` and ``after(module, inputs, output, upper)`` around every call of the rectifiers,
+    removed on leaving the block (also when it raises)."""
+    handles = []
+    try:
+        for module, upper in rectifiers:
+            handles.append(module.register_forward_pre_hook(before))
+            handles.append(module.register_forward_hook(
+                lambda module, inputs, output, upper=upper: after(module, inputs, output, upper)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager
@@ -63,25 +82,21 @@ def rectifier_rule(model: nn.Module, rule: Rule) -> Iterator[int]:
     rectifier modules the model has. Raises :class:`RectifierError` when it has none."""
     if rule not in ("guided", "deconv"):
         raise ValueError(f"unknown rectifier rule {rule!r}; expected 'guided' or 'deconv'")
-    modules = [(m, _upper(m)) for m in model.modules() if _upper(m) is not False]
-    if not modules:
+    rectifiers = _rectifiers(model)
+    if not rectifiers:
         raise RectifierError(f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module: the {rule} rule cannot "
                              "reach its rectifiers; build it with rectifier modules")
-    handles = []
-    for module, upper in modules:
-        def keep_input(_module, inputs):
-            _module._unitscope_before = inputs[0].clone()  # the in-place rectifiers overwrite their input
+    inputs_before: dict[nn.Module, torch.Tensor] = {}
 
-        def apply_rule(_module, _inputs, output, upper=upper):
-            before = _module.__dict__.pop("_unitscope_before")
-            return _RuleFunction.apply(before, output, rule, upper) if torch.is_grad_enabled() else output
+    def keep_input(module, inputs):
+        inputs_before[module] = inputs[0].clone()  # the in-place rectifiers overwrite their input
 
-        handles += [module.register_forward_pre_hook(keep_input), module.register_forward_hook(apply_rule)]
-    try:
-        yield len(modules)
-    finally:
-        for handle in handles:
-            handle.remove()
+    def apply_rule(module, _inputs, output, upper):
+        before = inputs_before.pop(module)
+        return _RuleFunction.apply(before, output, rule, upper) if torch.is_grad_enabled() else output
+
+    with _hooked(rectifiers, keep_input, apply_rule):
+        yield len(rectifiers)
 
 
 class _FunctionalRectifiers(TorchFunctionMode):
@@ -109,19 +124,11 @@ def check_rectifiers(model: nn.Module, example: torch.Tensor) -> int:
         calls += 1
         mode.depth += 1
 
-    def leave(_module, _inputs, _output):
+    def leave(_module, _inputs, _output, _upper):
         mode.depth -= 1
 
-    handles = []
-    for module in model.modules():
-        if _upper(module) is not False:
-            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    try:
-        with torch.no_grad(), mode:
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with _hooked(_rectifiers(model), enter, leave), torch.no_grad(), mode:
+        model(example)
     if mode.outside:
         names = ", ".join(sorted(set(mode.outside)))
         raise RectifierError(f"{type(model).__name__} rectifies with functions ({names}, {len(mode.outside)} calls per "
