@@ -132,7 +132,8 @@ def test_architecture_conditions_train_save_and_load_back(
     assert (net.conv1[0].bias is None) == batchnorm
     assert net.conv4[0].out_channels == conv4_width and net.fc.in_features == conv4_width
     assert loaded.checkpoint == {"iteration": 6, "seed": 0, "val_accuracy": log["final_val_accuracy"], "iterations": 6,
-                                 "batch_size": 8, "architecture": log["architecture"]}
+                                 "batch_size": 8, "architecture": log["architecture"], "classes": log["classes"]}
+    assert loaded.classes == log["classes"] and len(loaded.classes) == net.fc.out_features
 
 
 def test_dropout_acts_in_training_only() -> None:

@@ -159,3 +159,73 @@ class DissectSettings:
 
 #: The defaults of a dissection (``DissectSettings()``), for the command line.
 DISSECT_DEFAULTS = DissectSettings()
+
+#: Saliency methods, in the order of the report's grids (implemented in ``unitscope.saliency.methods``).
+SALIENCY_METHODS = ("gradient", "gradient-input", "integrated-gradients", "smoothgrad", "smoothgrad-ig",
+                    "guided-backprop", "deconvnet", "grad-cam", "guided-grad-cam")
+#: Which class a randomised model's maps explain: its own top class (as Adebayo et al.) or the original model's.
+EXPLAINED_CLASSES = ("own", "original")
+
+
+@dataclass(frozen=True)
+class SaliencySettings:
+    """The papers' settings of the saliency methods (recorded in ``meta.json``; docs/saliency.md)."""
+
+    methods: tuple[str, ...] = SALIENCY_METHODS
+    smoothgrad_samples: int = 50  # Smilkov et al.: 50 noisy copies
+    smoothgrad_noise: float = 0.15  # σ as a fraction of (max − min) of each input
+    ig_steps: int = 50  # Sundararajan et al.: 20–300 steps; 50 as Adebayo et al.
+    batch_size: int = 16  # images, IG steps or noise samples per forward/backward pass; changes no number
+    seed: int = 0  # SmoothGrad's noise: image i of a run draws from seed (seed, i)
+    percentile: float = 99.0  # maps are clipped at this percentile for display and similarity
+
+    def validate(self) -> None:
+        unknown = [m for m in self.methods if m not in SALIENCY_METHODS]
+        if unknown:
+            raise ValueError(f"unknown saliency method {unknown[0]!r}; expected one of {', '.join(SALIENCY_METHODS)}")
+        if not self.methods:
+            raise ValueError("no saliency method given; expected one or more of " + ", ".join(SALIENCY_METHODS))
+        for option, value in (("--smoothgrad-samples", self.smoothgrad_samples), ("--ig-steps", self.ig_steps),
+                              ("--batch-size", self.batch_size)):
+            if value < 1:
+                raise ValueError(f"{option} must be at least 1, got {value}")
+        if not self.smoothgrad_noise > 0:
+            raise ValueError(f"--smoothgrad-noise must be positive, got {self.smoothgrad_noise}")
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"--percentile must lie in (0, 100], got {self.percentile}")
+
+
+SALIENCY_DEFAULTS = SaliencySettings()
+
+#: Model-parameter randomisation tests (``unitscope.saliency.randomization``) and their block orders; with the data
+#: randomisation test (a model trained on permuted labels), the sanity checks.
+RANDOMIZATION_TESTS = ("cascading", "independent")
+RANDOMIZATION_ORDERS = ("top-down", "bottom-up")
+SANITY_TESTS = (*RANDOMIZATION_TESTS, "data")
+
+
+@dataclass(frozen=True)
+class SanitySettings:
+    """How the model-parameter randomisation test runs (Adebayo et al.'s choices by default; docs/saliency.md)."""
+
+    tests: tuple[str, ...] = RANDOMIZATION_TESTS
+    order: str = "top-down"
+    explain: str = "own"  # EXPLAINED_CLASSES: the randomised model's own top class, or the original model's
+    reset_statistics: bool = False  # re-initialise batch-norm running statistics too
+    seed: int = 0  # block k is re-initialised under seed (seed, k), k its top-down position
+    figure_images: int = 2  # images whose cascading maps are kept for the report's figure
+
+    def validate(self) -> None:
+        if not self.tests:
+            raise ValueError("no sanity check given: --test is one or more of " + ", ".join(SANITY_TESTS))
+        for option, value, valid in (("--test", self.tests, SANITY_TESTS),
+                                     ("--order", (self.order,), RANDOMIZATION_ORDERS),
+                                     ("--explain", (self.explain,), EXPLAINED_CLASSES)):
+            bad = [v for v in value if v not in valid]
+            if bad:
+                raise ValueError(f"{option} {bad[0]!r} is not one of {', '.join(valid)}")
+        if self.figure_images < 0:
+            raise ValueError(f"--figure-images must be at least 0, got {self.figure_images}")
+
+
+SANITY_DEFAULTS = SanitySettings()

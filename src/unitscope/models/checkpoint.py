@@ -22,7 +22,7 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module."
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state_dict in a checkpoint file (possibly under ``state_dict``/``model``), ``module.`` stripped, and
     the checkpoint's record: what the file says about itself beside the weights (its top-level numbers,
-    strings and flat mappings of them, e.g. ``iteration``, ``seed``, ``val_accuracy``, ``architecture``).
+    strings and flat lists and mappings of them, e.g. ``iteration``, ``seed``, ``val_accuracy``, ``architecture``).
 
     Loaded with ``weights_only=True``: a checkpoint holding pickled code is refused.
     """
@@ -51,7 +51,7 @@ def _recordable(value: Any) -> bool:
     scalar = (bool, int, float, str)
     return isinstance(value, scalar) or (
         isinstance(value, Mapping) and bool(value) and all(isinstance(v, scalar) for v in value.values())
-    )
+    ) or (isinstance(value, list) and bool(value) and all(isinstance(v, scalar) for v in value))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from torch import nn
 from unitscope.models.checkpoint import load_state_dict_into, read_state_dict
 from unitscope.models.hub import fetch_weights
 from unitscope.models.registry import ModelEntry, register_family
+from unitscope.models.zoo import torchvision_anatomy
 
 URL = "http://places2.csail.mit.edu/models_places365/{arch}_places365.pth.tar"
 CLASSES = 365
@@ -62,6 +63,7 @@ def _entry(arch: str) -> ModelEntry:
         build=lambda state_dict: _build(arch),
         weights={"places365": _loader(arch)},
         default_weights="places365",
+        anatomy=torchvision_anatomy(arch),
     )
 
 

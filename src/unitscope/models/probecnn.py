@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unitscope.models.registry import ModelEntry, register_model
+from unitscope.models.registry import Anatomy, ModelEntry, register_model
 
 #: Output classes of an untrained ``probecnn`` built without a checkpoint to size its head.
 DEFAULT_CLASSES = 10
@@ -104,4 +104,4 @@ def _build(state_dict: Mapping[str, torch.Tensor] | None) -> ProbeCNN:
 @register_model("probecnn")
 def probecnn() -> ModelEntry:
     """The pipeline's small CNN; trained weights come as ``file:checkpoint-N.pt --arch probecnn``."""
-    return ModelEntry(build=_build)
+    return ModelEntry(build=_build, anatomy=Anatomy("conv4"))

@@ -31,6 +31,7 @@ SPEC_FORMS = (
     "efficientnet-lite0",
     "efficientnet-lite0@imagenet",
     "probecnn",
+    "digits-cnn",
     "python:MODULE:CALLABLE",
     "file:PATH (with --arch SPEC)",
 )
@@ -42,6 +43,21 @@ _LISTED_NAMES = 12
 
 class ModelSpecError(ValueError):
     """A model spec that cannot be resolved; the message says what is valid."""
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Where the saliency methods and their sanity checks look in an architecture (docs/saliency.md).
+
+    ``feature_layer`` is the last convolutional feature layer: Grad-CAM's default layer (``None``: the user names
+    one). The sanity checks randomise the model block by block, top-down: a block is a top-level module with
+    parameters, a child of one of the ``containers`` (ResNet's ``layer4.1``), or a group of top-level modules
+    named in ``groups`` (a stem convolution and its batch norm).
+    """
+
+    feature_layer: str | None = None
+    containers: tuple[str, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class ModelEntry:
     weights: Mapping[str, Callable[[nn.Module], None]] = field(default_factory=dict)
     default_weights: str | None = None
     normalize: str = "imagenet"
+    anatomy: Anatomy = Anatomy()
 
 
 @dataclass
@@ -70,6 +87,8 @@ class LoadedModel:
     name: str
     default_normalize: str
     checkpoint: dict | None = None  # a file: spec's record (read_checkpoint): iteration, seed, val_accuracy…
+    anatomy: Anatomy = Anatomy()
+    classes: list[str] | None = None  # the name of each output class, where the weights say
 
     def weights_sha256(self) -> str:
         """Checksum of the module's parameters and buffers (:func:`unitscope.checksums.weights_sha256`)."""
@@ -85,6 +104,7 @@ _PROVIDERS = {
     "efficientnet-lite0": "unitscope.models.zoo",
     "torchvision": "unitscope.models.zoo",
     "places365": "unitscope.models.places365",
+    "digits-cnn": "unitscope.saliency.digits",
 }
 
 
@@ -202,7 +222,7 @@ def _load_python(spec: str) -> nn.Module:
     return model
 
 
-def _load_file(spec: str, arch: str | None) -> tuple[nn.Module, str, str, dict]:
+def _load_file(spec: str, arch: str | None) -> tuple[nn.Module, str, str, dict, Anatomy]:
     path = Path(spec.removeprefix("file:"))
     if not arch:
         raise ModelSpecError(
@@ -216,7 +236,7 @@ def _load_file(spec: str, arch: str | None) -> tuple[nn.Module, str, str, dict]:
     state_dict, record = read_checkpoint(path)
     module = build_untrained(entry, state_dict)
     load_state_dict_into(module, state_dict, source=str(path))
-    return module, f"{_short_name(arch)} [{path.name}]", entry.normalize, record
+    return module, f"{_short_name(arch)} [{path.name}]", entry.normalize, record, entry.anatomy
 
 
 def load_model(spec: str, arch: str | None = None) -> LoadedModel:
@@ -226,16 +246,27 @@ def load_model(spec: str, arch: str | None = None) -> LoadedModel:
     """
     if arch is not None and not spec.startswith("file:"):
         raise ModelSpecError(f"--arch is only used with file:PATH specs, not with {spec!r}")
-    record = None
+    record, anatomy = None, Anatomy()
     if spec.startswith("python:"):  # seeded too: weights a callable initialises at random are the same every time
         module, name, normalize = _seeded(lambda: _load_python(spec)), spec.removeprefix("python:"), "imagenet"
     elif spec.startswith("file:"):
-        module, name, normalize, record = _load_file(spec, arch)
+        module, name, normalize, record, anatomy = _load_file(spec, arch)
     else:
         entry, weights = resolve_entry(spec)
         module = build_untrained(entry)
         if weights is not None:
             entry.weights[weights](module)
-        name, normalize = f"{_short_name(spec)} ({weights or 'untrained'})", entry.normalize
+        name, normalize, anatomy = f"{_short_name(spec)} ({weights or 'untrained'})", entry.normalize, entry.anatomy
     return LoadedModel(module=module.eval().cpu(), spec=spec, name=name, default_normalize=normalize,
-                       checkpoint=record or None)
+                       checkpoint=record or None, anatomy=anatomy, classes=_class_names(spec, record))
+
+
+def _class_names(spec: str, record: dict | None) -> list[str] | None:
+    """The class names a checkpoint records (ProbeCNN's scene classes), or ImageNet's for ``@imagenet`` weights."""
+    if record and isinstance(record.get("classes"), list):
+        return [str(name) for name in record["classes"]]
+    if spec.endswith("@imagenet"):
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+        return list(_IMAGENET_CATEGORIES)
+    return None

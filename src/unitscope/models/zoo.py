@@ -8,7 +8,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
 from unitscope.models.checkpoint import load_state_dict_into, read_state_dict
-from unitscope.models.registry import ModelEntry, register_family, register_model
+from unitscope.models.registry import Anatomy, ModelEntry, register_family, register_model
 
 
 def torchvision_names() -> list[str]:
@@ -32,10 +32,28 @@ def _load_torchvision_imagenet(name: str):
     return load
 
 
+#: The last convolutional feature layer of torchvision's plain CNNs (VGG's and AlexNet's last ReLU before pooling).
+_FEATURE_LAYERS = {"alexnet": "features.11", "vgg11": "features.19", "vgg13": "features.23", "vgg16": "features.29",
+                   "vgg19": "features.35", "vgg11_bn": "features.27", "vgg13_bn": "features.33",
+                   "vgg16_bn": "features.42", "vgg19_bn": "features.51", "inception_v3": "Mixed_7c",
+                   "googlenet": "inception5b", "mobilenet_v2": "features.18"}
+
+
+def torchvision_anatomy(name: str) -> Anatomy:
+    """Grad-CAM's layer and the randomisation blocks of a torchvision architecture (also Places365's): ResNets
+    by residual block, VGG and AlexNet by layer, others by top-level module."""
+    if name.startswith(("resnet", "resnext", "wide_resnet", "wideresnet")):
+        return Anatomy("layer4", ("layer1", "layer2", "layer3", "layer4"), {"stem": ("conv1", "bn1")})
+    if name.startswith(("vgg", "alexnet")):
+        return Anatomy(_FEATURE_LAYERS.get(name), ("features", "classifier"))
+    return Anatomy(_FEATURE_LAYERS.get(name))
+
+
 def _torchvision_entry(name: str) -> ModelEntry:
     return ModelEntry(
         build=lambda state_dict: torchvision.models.get_model(name, weights=None),
         weights={"imagenet": _load_torchvision_imagenet(name)},
+        anatomy=torchvision_anatomy(name),
     )
 
 
@@ -54,4 +72,5 @@ def efficientnet_lite0() -> ModelEntry:
     return ModelEntry(
         build=lambda state_dict: EfficientNet.from_name("efficientnet-lite0"),
         weights={"imagenet": _load_efficientnet_lite0_imagenet},
+        anatomy=Anatomy("_swish:1", ("_blocks",), {"stem": ("_conv_stem", "_bn0"), "head": ("_conv_head", "_bn1")}),
     )
