@@ -18,6 +18,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/dissect.smk"
 include: "workflow/rules/dimension.smk"
+include: "workflow/rules/saliency.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -519,6 +519,9 @@ def test_training_conditions_compare_final_checkpoints_over_seeds(tmp_path) -> N
                  tags={"series": "base", "weights": "trained", "iteration": "16"})
     make_results(results / "base-rot", dataset, model="base", seed=next(seed), rotation={"alpha": 1.0, "seed": 1},
                  checkpoint={**early, "iteration": 256}, tags={"series": "base", "weights": "trained"})
+    # trained on permuted labels (the saliency sanity checks): no training condition, and no clash with base-s0
+    make_results(results / "shuffled", dataset, model="shuffled", seed=next(seed),
+                 checkpoint={**early, "iteration": 256, "labels": "permuted"}, tags={"series": "shuffled"})
     collection = collect([results])
     rows = condition_rows(collection)
     assert set(rows["group"]) == {"batch norm · layer4", "width × · layer4"}  # dropout never varies: no experiment

@@ -41,3 +41,33 @@ def test_probe_limits_agree() -> None:
     dataset = SCHEMA["properties"]["datasets"]["additionalProperties"]["properties"]
     assert dataset["size"]["minimum"] == probe.MIN_SIZE
     assert dataset["images"]["minimum"] == _option("probe-dataset", "images").type.min == 1
+
+
+def test_saliency_defaults_agree() -> None:
+    from unitscope.cli.saliency import DEFAULT_SIZE
+    from unitscope.saliency import digits
+    from unitscope.settings import (
+        EXPLAINED_CLASSES,
+        RANDOMIZATION_ORDERS,
+        RANDOMIZATION_TESTS,
+        SALIENCY_DEFAULTS,
+        SALIENCY_METHODS,
+        SANITY_DEFAULTS,
+        SANITY_TESTS,
+    )
+    from unitscope.train import LABELS
+
+    saliency = SCHEMA["properties"]["saliency"]["properties"]
+    for key in ("smoothgrad_samples", "smoothgrad_noise", "ig_steps", "seed"):
+        assert saliency[key]["default"] == getattr(SALIENCY_DEFAULTS, key), key
+    assert saliency["size"]["default"] == DEFAULT_SIZE
+    assert tuple(SCHEMA["$defs"]["saliency_methods"]["items"]["enum"]) == SALIENCY_METHODS
+    sanity = SCHEMA["$defs"]["sanity"]["properties"]
+    assert tuple(sanity["tests"]["items"]["enum"]) == SANITY_TESTS
+    assert tuple(sanity["tests"]["default"]) == RANDOMIZATION_TESTS == SANITY_DEFAULTS.tests
+    assert tuple(sanity["order"]["enum"]) == RANDOMIZATION_ORDERS and tuple(sanity["explain"]["enum"]) == EXPLAINED_CLASSES
+    for key in ("order", "explain", "reset_statistics", "figure_images"):
+        assert sanity[key]["default"] == getattr(SANITY_DEFAULTS, key), key
+    assert saliency["digits"]["properties"]["epochs"]["default"] == digits.EPOCHS
+    train = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]["train"]["properties"]
+    assert tuple(train["labels"]["enum"]) == LABELS == digits.LABELS

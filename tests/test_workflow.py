@@ -91,14 +91,18 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
             per_layer = sum(len(rotation["seeds"]) if alpha in every_seed and alpha != 0 else 1
                             for alpha in rotation["alphas"])
             dissects += per_layer * len(rotation["layers"])
+    saliency = config["saliency"]
+    explained = len(saliency["models"]) + 1  # and the digits CNN
+    checked = sum("sanity" in entry for entry in saliency["models"].values()) + 1
     assert counts == {
         "all": 1, "probe_dataset": 1, "train_probecnn": trainings, "extract": extracts, "dissect": dissects,
-        "dimension": dimensions, "provenance": 1, "report": 1,
+        "dimension": dimensions, "provenance": 1, "report": 1, "saliency_maps": explained, "sanity_check": checked,
+        "train_digits": 2,
     }
     # Counted by hand for the shipped config: dissections 15 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 5 rotated)
-    # + 4 untrained + 12 conditions (4 × 3 seeds) + 26 EfficientNet (3 layers, 9 swept, 2 × 7 rotated); forward
-    # passes 7 + 1 + 12 + 1; effective dimensions 5 + 1 + 4 + 1.
-    assert (trainings, dissects, extracts, dimensions) == (15, 57, 21, 11)
+    # + 4 untrained + 12 conditions (4 × 3 seeds) + 1 on permuted labels + 26 EfficientNet (3 layers, 9 swept,
+    # 2 × 7 rotated); forward passes 7 + 1 + 12 + 1 + 1; effective dimensions 5 + 1 + 4 + 1 + 1.
+    assert (trainings, dissects, extracts, dimensions) == (16, 58, 22, 12)
 
 
 def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
@@ -123,10 +127,10 @@ def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
 
 def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
     counts = planned_jobs(snakemake(clone, "-n", "--configfile", TINY, "--config", "shards=2"))
-    results = 2 + 1 + 1 + 4 + 1 + 1 + 1 + 2  # probecnn conv2/conv4, checkpoint 0, seed 1, rotations 0, 0.5 and 1
-    # (two seeds), untrained, untrained at τ = 0.02, tiny, width ×2 with seeds 0 and 1
-    sources = 7  # probecnn final, checkpoint 0, seed 1, untrained, tiny, width ×2 seeds 0 and 1
-    assert counts["train_probecnn"] == 4 and counts["extract"] == 2 * sources
+    results = 2 + 1 + 1 + 4 + 1 + 1 + 1 + 2 + 1  # probecnn conv2/conv4, checkpoint 0, seed 1, rotations 0, 0.5 and 1
+    # (two seeds), untrained, untrained at τ = 0.02, tiny, width ×2 with seeds 0 and 1, permuted labels
+    sources = 8  # probecnn final, checkpoint 0, seed 1, untrained, tiny, width ×2 seeds 0 and 1, permuted labels
+    assert counts["train_probecnn"] == 5 and counts["extract"] == 2 * sources
     assert counts["dissect_topk"] == counts["dissect_tally"] == 2 * results
     assert counts["merge_topk"] == counts["merge_tally"] == results
     assert counts["dimension"] == sources - 2  # one per run in the original basis but the repeated trainings
@@ -314,6 +318,7 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         "tiny/3": {"weights": "untrained"},
         "probecnn-wide2/conv4": {"series": "probecnn-wide2", "weights": "trained"},
         "probecnn-wide2-seed1/conv4": {"series": "probecnn-wide2", "repeat": "1"},
+        "probecnn-random/conv4": {"series": "probecnn-random", "weights": "trained"},
     }
     index_sha = hashlib.sha256((clone / "data/probe/index.csv").read_bytes()).hexdigest()
     summaries = {}
@@ -357,6 +362,22 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
     assert "width × · conv4" in compare and "held-out accuracy" in compare
     assert not any((clone / "results/activations").rglob("*.npy")), "activation caches are temporary"
     assert (clone / "logs/report.log").is_file() and (clone / "logs/train_probecnn/probecnn.log").is_file()
+    random_labels = json.loads((results / "probecnn-random/conv4/meta.json").read_text())["checkpoint"]
+    assert random_labels["labels"] == "permuted" and 0 <= random_labels["train_accuracy"] <= 1
+
+    # Saliency maps and the sanity checks: model randomisation, data randomisation, the digits CNNs.
+    maps = json.loads((clone / "results/saliency/probecnn/meta.json").read_text())
+    sources = [image["source"] for image in maps["images"]]
+    assert maps["kind"] == "saliency" and sources[0] == "builtin:chelsea" and len(sources) == 3
+    assert all("/" not in source for source in sources) and maps["checkpoint"]["iteration"] == 4
+    for model, tests in {"probecnn": {"cascading", "data"}, "digits-cnn": {"independent", "data"}}.items():
+        similarity = pd.read_csv(clone / f"results/sanity/{model}/similarity.csv")
+        assert set(similarity["test"]) == tests and set(similarity["method"]) == {
+            "gradient", "guided-backprop", "grad-cam", "sobel", "noise"}, model
+        page = (clone / f"reports/site/sanity/{model}.html").read_text()
+        assert "Data randomisation" in page and "What these checks cannot tell" in page
+    assert (clone / "reports/site/saliency/probecnn.html").is_file()
+    assert (clone / "reports/site/saliency/digits-cnn/002-grad-cam.webp").is_file()
 
     # A result left over from a model since removed from the config never reaches the site.
     leftover = results / "removed-model" / "conv4"
@@ -437,7 +458,7 @@ def test_killed_make_report_resumes_to_identical_results(clone: Path, tmp_path_f
     assert resumed.returncode == 0, out[-3000:]
     results = sorted(p.relative_to(reference) for p in (reference / "results/dissect").rglob("*")
                      if p.is_file() and p.name in RESULT_FILES)
-    assert len(results) == 13 * len(RESULT_FILES)  # the tiny config's 13 (run, layer) results
+    assert len(results) == 14 * len(RESULT_FILES)  # the tiny config's 14 (run, layer) results
     for path in results:
         assert (clone / path).read_bytes() == (reference / path).read_bytes(), path
     assert (clone / "reports/site/index.html").is_file()

@@ -30,6 +30,8 @@ PROBE_META = "probe.json"
 TRAINING_LOG = "training.json"
 NORMALIZE = "imagenet"
 LAYOUT = torch.channels_last
+#: What a network is trained on: the true scene labels, or one seeded permutation of them.
+LABELS = ("true", "permuted")
 
 
 def geometric_checkpoints(iterations: int) -> list[int]:
@@ -124,13 +126,16 @@ def train_probecnn(
     weight_decay: float = 5e-4,
     architecture: Architecture = Architecture(),
     device: torch.device | str = "cpu",
+    labels: str = "true",
 ) -> dict[str, Any]:
     """Train a ProbeCNN of ``architecture`` for ``iterations`` SGD steps on the scenes of ``dataset_dir/probe.json``.
 
     Writes ``checkpoint-<k>.pt`` after ``k`` steps for each ``k`` in ``checkpoints`` (default
     :func:`geometric_checkpoints`; 0 is the initialisation), ``final.pt`` and ``training.json``; each
     checkpoint holds ``state_dict``, ``iteration``, ``seed``, ``classes``, ``val_accuracy`` (top-1 on the
-    held-out ``val`` split), ``iterations``, ``batch_size`` and ``architecture``. SGD with
+    held-out ``val`` split), ``iterations``, ``batch_size``, ``architecture`` and ``labels``, and the last one
+    ``train_accuracy`` (top-1 on the labels it was trained on). ``labels="permuted"`` trains on one seeded
+    permutation of the training labels (the data randomisation test of docs/saliency.md). SGD with
     Nesterov momentum and a cosine learning-rate decay, no augmentation (random flips made no difference
     on the probe set: ``benchmarks/README.md``). Returns the training log written to ``training.json``.
     """
@@ -149,6 +154,10 @@ def train_probecnn(
     dataset = BrodenDataset(dataset_dir, categories=["scene"])
     train_images, train_targets = _scene_data(dataset, "train", classes)
     val_images, val_targets = _scene_data(dataset, "val", classes)
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    if labels == "permuted":
+        train_targets = train_targets[torch.randperm(len(train_targets), generator=torch.Generator().manual_seed(seed))]
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with torch.random.fork_rng(devices=[]), _deterministic(device.type == "cpu"):
@@ -162,6 +171,7 @@ def train_probecnn(
         )
         losses: list[float] = []
         records: list[dict[str, Any]] = []
+        final: dict[str, float] = {}
 
         def checkpoint(iteration: int) -> None:
             accuracy = evaluate(model, val_images, val_targets, 2 * batch_size, device)
@@ -183,7 +193,11 @@ def train_probecnn(
                 "iterations": iterations,
                 "batch_size": batch_size,
                 "architecture": asdict(architecture),
+                "labels": labels,
             }
+            if iteration == iterations:
+                payload["train_accuracy"] = final["train_accuracy"] = evaluate(
+                    model, train_images, train_targets, 2 * batch_size, device)
             if iteration in checkpoints:
                 _save(payload, out_dir / checkpoint_name(iteration))
             if iteration == iterations:
@@ -213,7 +227,9 @@ def train_probecnn(
         "train_images": len(train_images),
         "val_images": len(val_images),
         "normalize": NORMALIZE,
+        "labels": labels,
         "final_val_accuracy": records[-1]["val_accuracy"],
+        "final_train_accuracy": final["train_accuracy"],
         "checkpoints": records,
         "train_loss": losses,
     }

@@ -283,7 +283,7 @@ def train_options(wildcards) -> str:
     saved = sorted({*followed, train["iterations"]})  # the final weights are a checkpoint too
     options.append(f"--checkpoints {','.join(map(str, saved))}")
     options += ["--batchnorm" if train["batchnorm"] else "--no-batchnorm", f"--dropout {train['dropout']:g}",
-                f"--width {train['width']}"]
+                f"--width {train['width']}", f"--labels {train['labels']}"]
     return " ".join(options)
 
 

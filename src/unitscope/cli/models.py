@@ -164,8 +164,11 @@ def _parse_checkpoints(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option(
     "--width", type=click.IntRange(min=1), default=1, show_default=True, help="conv4's width as a multiple of 256."
 )
+@click.option("--labels", type=click.Choice(["true", "permuted"]), default="true", show_default=True,
+              help="Train on the true scene labels, or on one seeded permutation of them (data randomisation).")
 @device_option
-def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, batchnorm, dropout, width, device) -> None:
+def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, batchnorm, dropout, width, labels,
+                   device) -> None:
     """Train ProbeCNN on the probe set's scene classes, saving checkpoints for dissection."""
     from unitscope import train
     from unitscope.models.probecnn import Architecture
@@ -180,12 +183,14 @@ def train_probecnn(dataset_dir, out, iterations, seed, checkpoints, batch_size, 
             batch_size=batch_size,
             architecture=Architecture(batchnorm=batchnorm, dropout=dropout, width=width),
             device=device,
+            labels=labels,
         )
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(
         f"trained probecnn for {log['iterations']} iterations: "
-        f"val accuracy {log['final_val_accuracy']:.3f}; wrote {out}"
+        f"train accuracy {log['final_train_accuracy']:.3f} on {labels} labels, val accuracy "
+        f"{log['final_val_accuracy']:.3f}; wrote {out}"
     )
 
 

@@ -26,8 +26,9 @@ def _saliency_options(command):
         click.option("--model", "model_spec", required=True, help="Model spec (docs/cli.md, Model specs)."),
         click.option("--arch", default=None, help="Architecture spec for a file:PATH model."),
         click.option("--image", "images", multiple=True, required=True,
-                     help="Image file, folder of images, or builtin:NAME (astronaut, chelsea, coffee, rocket, "
-                          "motorcycle, china, flower); repeat for several."),
+                     help="Image file, folder of images, Broden-format dataset (its val scene images), or builtin:NAME "
+                          "(astronaut, chelsea, coffee, rocket, motorcycle, china, flower); repeat for several."),
+        click.option("--max-images", type=click.IntRange(1), default=None, help="Use only the first N images."),
         click.option("--size", type=click.IntRange(8), default=DEFAULT_SIZE, show_default=True,
                      help="Images are resized (shorter side) and centre-cropped to SIZE×SIZE."),
         click.option("--method", "methods", multiple=True, type=click.Choice(SALIENCY_METHODS),
@@ -54,7 +55,7 @@ def _saliency_options(command):
     return command
 
 
-def _prepare(model_spec, arch, images, size, methods, layer, normalize, device, batch_size, smoothgrad_samples,
+def _prepare(model_spec, arch, images, max_images, size, methods, layer, normalize, device, batch_size, smoothgrad_samples,
              smoothgrad_noise, ig_steps, seed):
     from unitscope.models import load_model
     from unitscope.saliency.images import load_images
@@ -66,7 +67,7 @@ def _prepare(model_spec, arch, images, size, methods, layer, normalize, device, 
                                 seed=seed)
     settings.validate()
     subject = Subject(load_model(model_spec, arch), normalize, layer, device)
-    return subject, load_images(images, size), settings
+    return subject, load_images(images, size, max_images), settings
 
 
 @click.command()

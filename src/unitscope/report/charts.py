@@ -249,3 +249,26 @@ def weights_chart(stats: pd.DataFrame) -> dict | None:
 def _panels(chart: alt.Chart, field: str) -> alt.FacetChart:
     """One panel per value of ``field``, wrapped after three so that pages don't scroll sideways."""
     return chart.facet(facet=alt.Facet(field, title=None, header=alt.Header(labelFontWeight="bold")), columns=3)
+
+
+def sanity_chart(data: pd.DataFrame, test: str) -> dict | None:
+    """Similarity to the original maps after each randomisation stage: the median over images (line) and its
+    quartiles (band) per method, one panel per metric, controls dashed. ``data``: one test's rows of
+    :func:`unitscope.saliency.run.summarize` (display names for ``method`` and ``metric``, in display order)
+    with a ``kind`` column (``method`` or ``control``)."""
+    if data.empty:
+        return None
+    stages, methods, metrics = (list(dict.fromkeys(data[column])) for column in ("stage", "method", "metric"))
+    x = alt.X("stage:N", sort=stages, title=f"{test}: last block randomised",
+              axis=alt.Axis(labelAngle=-60, labelLimit=90))
+    color = alt.Color("method:N", sort=methods, title=None, legend=alt.Legend(orient="top", columns=5))
+    base = alt.Chart(data).encode(x=x, color=color)
+    band = base.mark_area(opacity=0.12).encode(y=alt.Y("q1:Q", title="similarity to the original"), y2="q3:Q")
+    line = base.mark_line(point=True).encode(
+        y="median:Q", strokeDash=alt.StrokeDash("kind:N", legend=None, scale=alt.Scale(domain=["method", "control"],
+                                                                                        range=[[1, 0], [4, 3]])),
+        tooltip=[alt.Tooltip("method:N"), alt.Tooltip("stage:N"), alt.Tooltip("median:Q", format=".2f"),
+                 alt.Tooltip("q1:Q", format=".2f"), alt.Tooltip("q3:Q", format=".2f"), alt.Tooltip("nan:Q")])
+    chart = alt.layer(band, line).properties(width=300, height=180).facet(
+        facet=alt.Facet("metric:N", title=None, sort=metrics), columns=2)
+    return _finish(chart, f"Similarity of each method's maps to the original model's after {test} randomisation")

@@ -418,13 +418,14 @@ def _options_text(options: tuple[tuple[str, bool | float], ...]) -> str:
 def _final_checkpoints(collection: Collection) -> dict[tuple, Run]:
     """The unrotated, unswept runs of final checkpoints that record an architecture of numeric options, by (layer,
     dataset, training length, architecture, seed). A record with its training length (``iterations``) counts at
-    that iteration only; an older one at its highest iteration."""
+    that iteration only; an older one at its highest iteration. Networks trained on permuted labels (the saliency
+    sanity checks' data randomisation) are no training condition and are left out."""
     final: dict[tuple, Run] = {}
     for run in collection.runs:
         record = run.checkpoint
         architecture = record.get("architecture")
         if run.rotation or "quantile" in run.tags or not isinstance(architecture, dict) or not all(
-                isinstance(v, (bool, int, float)) for v in architecture.values()):
+                isinstance(v, (bool, int, float)) for v in architecture.values()) or record.get("labels", "true") != "true":
             continue
         iterations = record.get("iterations")
         if iterations is not None and record.get("iteration") != iterations:

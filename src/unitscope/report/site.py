@@ -34,8 +34,9 @@ def sections() -> dict[str, type[Section]]:
     """The section class of every result kind the report shows, in navigation order."""
     from unitscope.report.dimension import DimensionSection
     from unitscope.report.dissection import DissectionSection
+    from unitscope.report.saliency import SaliencySection, SanitySection
 
-    return {section.kind: section for section in (DissectionSection, DimensionSection)}
+    return {section.kind: section for section in (DissectionSection, DimensionSection, SaliencySection, SanitySection)}
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,6 @@
-"""The images a saliency run explains: files, folders, or photographs that install with scikit-image and
-scikit-learn (``builtin:NAME``), resized and centre-cropped to the model's input size."""
+"""The images a saliency run explains: files, folders, Broden-format datasets (their held-out scene images), or
+photographs that install with scikit-image and scikit-learn (``builtin:NAME``), resized and centre-cropped to
+the model's input size."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -83,6 +85,8 @@ def _files(source: str) -> list[tuple[str, str, Callable[[], np.ndarray]]]:
                              + ", ".join(f"builtin:{n}" for n in BUILTIN))
         return [(name, source, BUILTIN[name])]
     path = Path(source)
+    if (path / "index.csv").is_file():
+        return [(p.stem, p.name, lambda p=p: _read(p)) for p in _held_out(path)]
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -94,21 +98,33 @@ def _files(source: str) -> list[tuple[str, str, Callable[[], np.ndarray]]]:
     return [(path.stem, path.name, lambda: _read(path))]
 
 
-def load_images(sources: Sequence[str], size: int) -> list[Image]:
-    """The images of ``sources`` (files, folders, ``builtin:NAME``), in order, fitted to ``size``."""
+def _held_out(root: Path) -> list[Path]:
+    """A Broden-format dataset's ``val`` images with a scene label (every ``val`` image if it has no scenes)."""
+    index = pd.read_csv(root / "index.csv", dtype=str, keep_default_na=False)
+    if "image" not in index or "split" not in index:
+        raise ValueError(f"{root / 'index.csv'}: no image and split columns; is {root} a Broden-format dataset?")
+    rows = index[(index["split"] == "val") & ((index["scene"] != "") if "scene" in index else True)]
+    if rows.empty:
+        raise ValueError(f"{root / 'index.csv'}: no val images to explain")
+    return [root / "images" / image for image in rows["image"]]
+
+
+def load_images(sources: Sequence[str], size: int, limit: int | None = None) -> list[Image]:
+    """The images of ``sources`` (files, folders, Broden datasets, ``builtin:NAME``), in order, fitted to
+    ``size``; only the first ``limit`` when given."""
     if not sources:
-        raise ValueError("no images given: name files, folders or builtin:NAME photographs")
+        raise ValueError("no images given: name files, folders, datasets or builtin:NAME photographs")
+    files = [entry for source in sources for entry in _files(source)][:limit]
     images, seen = [], set()
-    for source in sources:
-        for name, where, load in _files(source):
-            pixels = load()
-            if pixels.ndim == 2:
-                pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-            unique, count = name, 1
-            while unique in seen:
-                count += 1
-                unique = f"{name}-{count}"
-            seen.add(unique)
-            digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
-            images.append(Image(unique, where, fit(pixels[:, :, :3], size), digest))
+    for name, where, load in files:
+        pixels = load()
+        if pixels.ndim == 2:
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+        unique, count = name, 1
+        while unique in seen:
+            count += 1
+            unique = f"{name}-{count}"
+        seen.add(unique)
+        digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+        images.append(Image(unique, where, fit(pixels[:, :, :3], size), digest))
     return images
