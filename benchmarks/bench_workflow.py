@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "CITATION.cff", "tests/configs")
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "CITATION.cff", "tests/configs", "tests/data/sanity-images")
 _STAMP = r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]"
 
 

@@ -23,6 +23,7 @@ def browser_page(tmp_path_factory):
     playwright_api = pytest.importorskip("playwright.sync_api")
     tmp = tmp_path_factory.mktemp("browser")
     dataset, results = make_study(tmp)
+    add_saliency_results(results / "saliency")
     site = build_site([results], dataset, tmp / "site", workers=2)
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
@@ -33,6 +34,35 @@ def browser_page(tmp_path_factory):
         page.on("pageerror", lambda error: log["errors"].append(str(error)))
         yield site, page, log
         browser.close()
+
+
+def add_saliency_results(root: Path) -> None:
+    """A saliency and a sanity-check result of an untrained ProbeCNN on two photographs (small and fast)."""
+    from unitscope.models import load_model
+    from unitscope.saliency.images import load_images
+    from unitscope.saliency.run import Subject, explain_images, sanity_check
+    from unitscope.settings import SaliencySettings, SanitySettings
+
+    subject = Subject(load_model("probecnn"))
+    images = load_images(["builtin:chelsea", "builtin:coffee"], 32)
+    settings = SaliencySettings(methods=("gradient", "guided-backprop", "grad-cam"))
+    explain_images(subject, images, root / "probecnn-maps", settings=settings)
+    sanity_check(subject, images, root / "probecnn", settings, SanitySettings(figure_images=1))
+
+
+def test_saliency_and_sanity_pages_render_offline(browser_page) -> None:
+    site, page, log = browser_page
+    page.goto((site / "saliency" / "index.html").as_uri())
+    page.get_by_role("link", name="probecnn (untrained)").first.click()
+    page.wait_for_function("[...document.querySelectorAll('table.maps img')].every(i => i.complete)")
+    assert page.evaluate("[...document.querySelectorAll('table.maps img')].every(i => i.naturalWidth > 0)")
+    assert page.locator("table.maps img").count() == 2 * 4  # each image and its three maps
+    page.goto((site / "sanity" / "probecnn.html").as_uri())
+    page.wait_for_selector("#sanity-cascading svg", timeout=20_000)
+    page.wait_for_selector("#sanity-independent svg", timeout=20_000)
+    assert page.locator("#sanity-cascading svg .mark-line path").count() > 0
+    assert page.locator("table.figure img").count() == 3 * 6  # methods × (original + five ProbeCNN blocks)
+    assert log["errors"] == []
 
 
 def test_index_renders_charts_offline(browser_page) -> None:

@@ -126,3 +126,23 @@ def test_efficientnet_lite0_relu6_calls_each_get_the_rule() -> None:
     assert check_rectifiers(model, x) == 33
     plain, guided = (gradient(model, x, rule) for rule in (None, "guided"))
     assert not torch.allclose(plain, guided)
+
+
+@pytest.mark.parametrize(("name", "calls"), [("inception_v3", 94), ("googlenet", 57)])
+def test_torchvision_basicconv2d_rectifies_through_modules(name: str, calls: int) -> None:
+    """torchvision's BasicConv2d calls F.relu; the registry gives it an nn.ReLU module, with the same weights."""
+    import torchvision
+
+    from unitscope.models import load_model
+
+    model = load_model(f"torchvision:{name}").module
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    assert check_rectifiers(model, x) == calls
+    with pytest.raises(RectifierError, match="rectifies with functions"):
+        check_rectifiers(torchvision.models.get_model(name, weights=None, init_weights=False).eval(), x)
+    plain, guided = (gradient(model, x, rule) for rule in (None, "guided"))
+    assert not torch.allclose(plain, guided, rtol=1e-3, atol=0)  # untrained: tiny gradients, compared relatively
+    reference = torchvision.models.get_model(name, weights=None, init_weights=False).eval()
+    reference.load_state_dict(model.state_dict())  # the same parameter and buffer names: weights load unchanged
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))

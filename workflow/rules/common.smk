@@ -36,6 +36,13 @@ for _name, _entry in (config.get("models") or {}).items():  # renamed keys, befo
         if isinstance(_entry, dict) and isinstance(_entry.get(_key), dict) and "seed" in _entry[_key]:
             raise config_error(f"models.{_name}.{_key}.seed", f"is now `seeds`, a list (e.g. seeds: {_example})")
 
+# `saliency: null` (and `saliency.digits: null`) switch an analysis off: dropped before the schema fills in defaults,
+# which it cannot do below a null.
+if "saliency" in config and config["saliency"] is None:
+    del config["saliency"]
+if isinstance(config.get("saliency"), dict) and "digits" in config["saliency"] and config["saliency"]["digits"] is None:
+    del config["saliency"]["digits"]
+
 try:  # fills in the schema's defaults too
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError as error:

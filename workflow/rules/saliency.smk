@@ -2,15 +2,18 @@
 # one job per model for its maps, one for its randomisation tests; the digits CNNs trained on true and on
 # permuted labels for the paper's MNIST setting.
 
-SALIENCY = config["saliency"] or {}
+SALIENCY = config.get("saliency") or {}
 DIGITS = SALIENCY.get("digits")
 DIGITS_MODEL = "digits-cnn"
 
 
 def _check_saliency() -> None:
     for model, entry in SALIENCY.get("models", {}).items():
-        if model not in config["models"]:
-            raise config_error(f"saliency.models.{model}", f"is not under `models` ({', '.join(config['models'])})")
+        if (model in config["models"]) == ("spec" in entry):
+            raise config_error(f"saliency.models.{model}", "name a model under `models`, or give a model not dissected "
+                               "its own `spec`" if "spec" not in entry else "has a `spec` but is also under `models`")
+        if "normalize" in entry and "spec" not in entry:
+            raise config_error(f"saliency.models.{model}.normalize", "applies to a `spec` model; set `models.<name>.normalize`")
         for image in entry["images"]:
             if image.startswith("dataset:") and image.removeprefix("dataset:") not in config["datasets"]:
                 raise config_error(f"saliency.models.{model}.images", f"{image}: no such dataset under `datasets`")
@@ -48,6 +51,10 @@ def _model_weights(model: str) -> tuple[str, dict]:
     if model == DIGITS_MODEL:
         return f"--model file:results/models/{DIGITS_MODEL}-true/final.pt --arch {DIGITS_MODEL}", {
             "weights": f"results/models/{DIGITS_MODEL}-true"}
+    entry = SALIENCY["models"][model]
+    if "spec" in entry:
+        normalize = f" --normalize {entry['normalize']}" if "normalize" in entry else ""
+        return f"--model {shlex.quote(entry['spec'])}{normalize}", {}
     source = RUNS[model].source
     inputs = {"weights": f"results/models/{source.training}"} if source.iteration is not None else {}
     return model_options(source), inputs
@@ -78,7 +85,8 @@ def saliency_options(wildcards, sanity: bool = False) -> str:
         entry = {"images": [f"results/models/{DIGITS_MODEL}-true/test-images"], "sanity": DIGITS.get("sanity")}
         size = 28
     else:
-        entry, size = SALIENCY["models"][model], SALIENCY["size"]
+        entry = SALIENCY["models"][model]
+        size = entry.get("size", SALIENCY["size"])
     images = [dataset_dir(i.removeprefix("dataset:")) if i.startswith("dataset:") else i for i in entry["images"]]
     check = entry.get("sanity") or {} if sanity else {}
     options = [weights, *_listed("--image", images), f"--size {size}", f"--device {config['device']}",

