@@ -319,3 +319,20 @@ def test_layers_know_their_last_operation(capsys) -> None:
     assert linear == ["_blocks.4"]
     err = capsys.readouterr().err
     assert "layer _blocks.4 ends in BatchNorm2d, a linear operation" in err and "_swish:1" not in err
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_torchvision_imagenet_weights_rescale_inputs_as_torchvision_does(name: str, monkeypatch) -> None:
+    """torchvision builds Inception v3 and GoogLeNet with transform_input=True when it loads their ImageNet weights;
+    the registry loads weights into an untrained build, so it must switch it on too (weights faked: offline)."""
+    import torchvision
+    from torchvision.models._api import WeightsEnum
+
+    reference = torchvision.models.get_model(name, weights=None, init_weights=False)
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, **kwargs: {
+        k: v for k, v in reference.state_dict().items()})
+    from unitscope.models import load_model
+
+    assert load_model(f"torchvision:{name}").module.transform_input is False
+    trained = load_model(f"torchvision:{name}@imagenet").module
+    assert trained.transform_input is True

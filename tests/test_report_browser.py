@@ -44,7 +44,7 @@ def add_saliency_results(root: Path) -> None:
     from unitscope.settings import SaliencySettings, SanitySettings
 
     subject = Subject(load_model("probecnn"))
-    images = load_images(["builtin:chelsea", "builtin:coffee"], 32)
+    images = load_images(["builtin:chelsea", "builtin:coffee"], 64)
     settings = SaliencySettings(methods=("gradient", "guided-backprop", "grad-cam"))
     explain_images(subject, images, root / "probecnn-maps", settings=settings)
     sanity_check(subject, images, root / "probecnn", settings, SanitySettings(figure_images=1))

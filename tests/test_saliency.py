@@ -45,6 +45,12 @@ def test_guided_and_deconv_rules_on_a_relu_match_the_hand_computed_gradients(inp
     assert torch.equal(gradient(model, X, "guided")[0], guided)
     assert torch.equal(gradient(model, X, "deconv")[0], deconv)
     assert torch.equal(gradient(model, X)[0], plain), "the rule ends with the block"
+    x = torch.tensor([[2.0, 0.5]])  # pre-activations (1, 1.5, -1.5): units 1 and 2 in the linear range
+    assert torch.equal(gradient(model, x)[0], W1.T @ torch.tensor([2.0, -3.0, 0.0]))  # (0.5, -7)
+    assert torch.equal(gradient(model, x, "guided")[0], W1.T @ torch.tensor([2.0, 0.0, 0.0]))  # (2, -4)
+    assert torch.equal(gradient(model, x, "deconv")[0], W1.T @ torch.tensor([2.0, 0.0, 1.0]))  # (1, -3)
+    relu6 = TwoLayer(nn.ReLU6(inplace=inplace))  # inside its linear range a ReLU6 is a ReLU
+    assert torch.equal(gradient(relu6, x, "guided")[0], torch.tensor([2.0, -4.0]))
 
 
 def test_relu6_saturation_is_outside_the_linear_range() -> None:
@@ -81,6 +87,14 @@ def test_every_call_of_a_module_gets_the_rule() -> None:
     assert torch.equal(gradient(model, x, "guided")[0], torch.tensor([1.0, 0.0]))
     assert torch.equal(gradient(model, x)[0], torch.tensor([1.0, -1.0]))  # plain: (1, 0) @ fc2 = (1, -1)
     assert check_rectifiers(model, x) == 2
+    # Weights where the rule at the first call matters: both calls fully linear, the gradient reaching the first
+    # call is fc2ᵀ (1, 1) = (1, -1), whose negative part the guided and deconv rules drop there.
+    model.fc2.weight.data = torch.tensor([[1.0, -2.0], [0.0, 1.0]])
+    model.fc3.weight.data = torch.tensor([[1.0, 1.0]])
+    x = torch.tensor([[3.0, 1.0]])  # first call (3, 1), second call (1, 1)
+    assert torch.equal(gradient(model, x)[0], torch.tensor([1.0, -1.0]))
+    assert torch.equal(gradient(model, x, "guided")[0], torch.tensor([1.0, 0.0]))
+    assert torch.equal(gradient(model, x, "deconv")[0], torch.tensor([1.0, 0.0]))
 
 
 class Functional(nn.Module):

@@ -23,13 +23,13 @@ def invoke(*args: str):
 
 
 def test_saliency_writes_every_method_with_the_paper_settings(tmp_path) -> None:
-    result = invoke("saliency", "--model", "probecnn", *IMAGES, "--size", "32", *FAST, "--out", str(tmp_path / "s"))
+    result = invoke("saliency", "--model", "probecnn", *IMAGES, "--size", "64", *FAST, "--out", str(tmp_path / "s"))
     assert result.exit_code == 0, result.output
     out = tmp_path / "s"
     maps = np.load(out / "maps.npz")
     assert sorted(maps.files) == sorted(SALIENCY_METHODS)
-    assert maps["gradient"].shape == (2, 3, 32, 32) and maps["grad-cam"].shape == (2, 1, 32, 32)
-    assert np.load(out / "images.npz")["pixels"].shape == (2, 32, 32, 3)
+    assert maps["gradient"].shape == (2, 3, 64, 64) and maps["grad-cam"].shape == (2, 1, 64, 64)
+    assert np.load(out / "images.npz")["pixels"].shape == (2, 64, 64, 3)
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert predictions["image"].tolist() == ["chelsea", "coffee"]
     assert (predictions["target"] == predictions["predicted"]).all()  # the model's own class by default
@@ -41,7 +41,7 @@ def test_saliency_writes_every_method_with_the_paper_settings(tmp_path) -> None:
 
 
 def test_saliency_explains_a_chosen_class(tmp_path) -> None:
-    result = invoke("saliency", "--model", "probecnn", "--image", "builtin:rocket", "--size", "32", "--target", "3",
+    result = invoke("saliency", "--model", "probecnn", "--image", "builtin:rocket", "--size", "64", "--target", "3",
                     "--method", "gradient", "--out", str(tmp_path / "s"))
     assert result.exit_code == 0, result.output
     assert pd.read_csv(tmp_path / "s" / "predictions.csv")["target"].tolist() == [3]
@@ -58,7 +58,7 @@ def test_saliency_explains_a_chosen_class(tmp_path) -> None:
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message) -> None:
     out = tmp_path / "s"
     base = [] if "--image" in args else ["--image", "builtin:chelsea"]
-    result = CliRunner().invoke(main, ["saliency", "--model", "probecnn", *base, "--size", "32", *args,
+    result = CliRunner().invoke(main, ["saliency", "--model", "probecnn", *base, "--size", "64", *args,
                                        "--out", str(out)])
     assert result.exit_code == 1 and message in result.output, result.output
     assert result.output.count("\n") == 1
@@ -84,7 +84,7 @@ def test_sanity_check_writes_the_similarity_table_for_both_tests(tmp_path) -> No
     out = tmp_path / "sc"
     methods = ["gradient", "guided-backprop", "grad-cam"]
     args = [a for m in methods for a in ("--method", m)]
-    result = invoke("sanity-check", "--model", "probecnn", *IMAGES, "--size", "32", *args, "--out", str(out))
+    result = invoke("sanity-check", "--model", "probecnn", *IMAGES, "--size", "64", *args, "--out", str(out))
     assert result.exit_code == 0, result.output
     similarity = pd.read_csv(out / "similarity.csv")
     assert similarity.columns.tolist() == SIMILARITY_COLUMNS
@@ -95,13 +95,43 @@ def test_sanity_check_writes_the_similarity_table_for_both_tests(tmp_path) -> No
     assert len(similarity) == 10 * 5 * 2 * 4
     assert set(similarity["method"]) == {*methods, "sobel", "noise"}
     sobel = similarity[similarity["method"] == "sobel"]
-    assert np.allclose(sobel["value"], 1.0)  # a model-independent map cannot change
+    assert np.allclose(sobel["value"], 1.0)  # the control rows are there: a model-independent map cannot change
+    noise = similarity[(similarity["method"] == "noise") & (similarity["metric"] == "spearman-abs")]
+    assert noise["value"].abs().max() < 0.3  # unrelated maps: rank correlations near 0 (64 × 64 pixels)
     figure = np.load(out / "figure.npz")["maps"]
-    assert figure.shape == (6, 3, 2, 32, 32)  # original + 5 cascading stages, methods, figure images
+    assert figure.shape == (6, 3, 2, 64, 64)  # original + 5 cascading stages, methods, figure images
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kind"] == "sanity-check" and meta["figure"]["stages"] == ["original", *blocks]
     assert [b["name"] for b in meta["blocks"]] == blocks and meta["sanity"]["explain"] == "own"
     assert "median Spearman rank correlation" in result.output
+
+
+def test_sanity_check_options_reach_the_run(tmp_path) -> None:
+    out = tmp_path / "sc"
+    result = invoke("sanity-check", "--model", "probecnn", "--image", "builtin:chelsea", "--size", "64", "--method",
+                    "gradient", "--test", "independent", "--order", "bottom-up", "--explain", "original",
+                    "--reset-statistics", "--figure-images", "0", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["sanity"] | {"tests": list(meta["sanity"]["tests"])} == {
+        "tests": ["independent"], "order": "bottom-up", "explain": "original", "reset_statistics": True, "seed": 0,
+        "figure_images": 0}
+    assert pd.read_csv(out / "stages.csv")["stage"].tolist() == ["conv1", "conv2", "conv3", "conv4", "fc"]
+    assert np.load(out / "figure.npz")["maps"].shape == (1, 1, 0, 64, 64)  # no cascading test, no figure image
+    result = CliRunner().invoke(main, ["sanity-check", "--model", "probecnn", "--image", "builtin:chelsea", "--size",
+                                       "16", "--out", str(tmp_path / "small")])
+    assert result.exit_code == 1 and "need images of 24 pixels a side at least" in result.output
+
+
+def test_black_baseline_is_pixel_zero_after_normalisation() -> None:
+    from unitscope.models import load_model
+    from unitscope.saliency.images import load_images
+    from unitscope.saliency.run import Subject
+
+    _, baseline = Subject(load_model("probecnn")).inputs(load_images(["builtin:chelsea"], 32))
+    expected = -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225])  # ImageNet's
+    torch.testing.assert_close(baseline[0, :, 0, 0], expected)
+    assert baseline.shape == (1, 3, 32, 32) and bool((baseline == baseline[:, :, :1, :1]).all())
 
 
 def test_sanity_check_data_test_needs_the_random_label_model(tmp_path) -> None:

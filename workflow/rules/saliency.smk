@@ -2,9 +2,17 @@
 # one job per model for its maps, one for its randomisation tests; the digits CNNs trained on true and on
 # permuted labels for the paper's MNIST setting.
 
+from unitscope.saliency.images import BUILTIN
+
 SALIENCY = config.get("saliency") or {}
 DIGITS = SALIENCY.get("digits")
 DIGITS_MODEL = "digits-cnn"
+
+
+def _architecture(model: str) -> tuple:
+    entry = config["models"][model]
+    train = entry.get("train") or {}
+    return entry["spec"], entry.get("arch"), *(train.get(key) for key in ("batchnorm", "dropout", "width"))
 
 
 def _check_saliency() -> None:
@@ -17,11 +25,17 @@ def _check_saliency() -> None:
         for image in entry["images"]:
             if image.startswith("dataset:") and image.removeprefix("dataset:") not in config["datasets"]:
                 raise config_error(f"saliency.models.{model}.images", f"{image}: no such dataset under `datasets`")
+            if image.startswith("builtin:") and image.removeprefix("builtin:") not in BUILTIN:
+                raise config_error(f"saliency.models.{model}.images",
+                                   f"{image}: built-in photographs are {', '.join(BUILTIN)}")
         other = (entry.get("sanity") or {}).get("random_labels")
         if other is not None and (other not in config["models"] or
                                   config["models"][other].get("train", {}).get("labels") != "permuted"):
             raise config_error(f"saliency.models.{model}.sanity.random_labels",
                                f"{other!r} must be a model under `models` trained with `train.labels: permuted`")
+        if other is not None and ("spec" in entry or _architecture(other) != _architecture(model)):
+            raise config_error(f"saliency.models.{model}.sanity.random_labels",
+                               f"{other!r} is not the same architecture as {model!r} (spec, batchnorm, dropout, width)")
         if "data" in (entry.get("sanity") or {}).get("tests", []) and other is None:
             raise config_error(f"saliency.models.{model}.sanity.tests", "`data` needs `random_labels`")
     if DIGITS_MODEL in SALIENCY.get("models", {}):
@@ -134,7 +148,8 @@ rule saliency_maps:
 rule sanity_check:
     input:
         unpack(saliency_inputs),
-        digits=lambda wildcards: [f"results/models/{DIGITS_MODEL}-permuted"] if wildcards.model == DIGITS_MODEL else [],
+        digits=lambda wildcards: [f"results/models/{DIGITS_MODEL}-permuted"]
+        if wildcards.model == DIGITS_MODEL and "data" in DIGITS["sanity"]["tests"] else [],
     output:
         directory("results/sanity/{model}"),
     log:

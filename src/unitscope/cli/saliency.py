@@ -124,7 +124,8 @@ def sanity_check(tests, order, explain, reset_statistics, random_labels, figure_
 
     summary = summarize(pd.read_csv(written / "similarity.csv"))
     spearman = summary[summary["metric"] == "spearman-abs"]
-    table = spearman.pivot_table(index=["test", "stage"], columns="method", values="median", sort=False)
+    table = spearman.pivot_table(index=["test", "stage"], columns="method", values="median", sort=False,
+                                 dropna=False)
     click.echo("median Spearman rank correlation (absolute maps) with the original model's maps:", err=True)
     click.echo(table.round(2).to_string(), err=True)
     click.echo(str(written))

@@ -30,6 +30,8 @@ def _load_torchvision_imagenet(name: str):
                 "without internet, copy the file there."
             ) from error
         load_state_dict_into(module, state_dict, source=weights.url)
+        if hasattr(module, "transform_input"):  # as torchvision's builders do with weights: Inception v3 and GoogLeNet
+            module.transform_input = True  # were trained on inputs scaled to [-1, 1], re-scaled from ImageNet's normalisation
 
     return load
 

@@ -54,9 +54,14 @@ class Explanation:
     difference: torch.Tensor | None = None
 
 
-def seed_of(seed: int, index: int) -> int:
-    """The seed of item ``index`` of a run seeded ``seed`` (independent of how items are batched)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+#: Independent random streams of one run seed: SmoothGrad's noise, the re-initialised blocks, the noise control.
+STREAMS = {"smoothgrad": 0, "block": 1, "noise-control": 2}
+
+
+def seed_of(seed: int, stream: str, index: int) -> int:
+    """The seed of item ``index`` of ``stream`` (:data:`STREAMS`) in a run seeded ``seed``, independent of how
+    items are batched and of the other streams."""
+    return int(np.random.SeedSequence([seed, STREAMS[stream], index]).generate_state(1)[0])
 
 
 @contextlib.contextmanager
@@ -90,9 +95,10 @@ class Explainer:
         if self.layer is not None and LAYER_METHODS & set(self.settings.methods):
             with Trace(self.model, [self.layer]) as trace, torch.no_grad():
                 shape = tuple(trace(example)[self.layer].shape)
-            if len(shape) != 4 or shape[2] * shape[3] < 1:
+            if len(shape) != 4 or shape[2] * shape[3] < 2:
                 raise LayerError(f"layer {self.layer!r} gives outputs of shape {shape}, not convolutional feature "
-                                 "maps (B, C, h, w): Grad-CAM cannot use it; choose a convolutional layer")
+                                 "maps (B, C, h, w) larger than 1×1: Grad-CAM cannot use it; choose a convolutional "
+                                 "layer")
         self._checked = True
 
     @torch.no_grad()
@@ -146,7 +152,7 @@ class Explainer:
                 "internal_batch_size": self.settings.batch_size}
             if isinstance(attribution, Saliency):
                 extra["abs"] = False
-            with _seeded(seed_of(self.settings.seed, first_index + row)):
+            with _seeded(seed_of(self.settings.seed, "smoothgrad", first_index + row)):
                 parts.append(tunnel.attribute(
                     image, nt_type="smoothgrad", nt_samples=self.settings.smoothgrad_samples,
                     nt_samples_batch_size=self.settings.batch_size, stdevs=sigma, target=int(target), **extra))

@@ -132,7 +132,7 @@ def stages(model: nn.Module, blocks: Sequence[Block], test: Test, seed: int, ord
     cascade, seeds = copy.deepcopy(model) if test == "cascading" else None, {}
     for position, block in positions:
         target = cascade if cascade is not None else copy.deepcopy(model)
-        block_seed = seed_of(seed, position)
+        block_seed = seed_of(seed, "block", position)
         reinitialize(target, block, block_seed, reset_statistics)
         seeds = {**seeds, block.name: block_seed} if cascade is not None else {block.name: block_seed}
         yield Stage(test, block.name, target.eval(), seeds)

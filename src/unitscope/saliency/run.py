@@ -25,7 +25,7 @@ from unitscope.saliency.images import Image
 from unitscope.saliency.maps import diverging, grayscale
 from unitscope.saliency.methods import Explainer, Explanation, method_settings, seed_of
 from unitscope.saliency.randomization import randomization_blocks, stages
-from unitscope.saliency.similarity import METRICS, noise_map, similarities, sobel_map
+from unitscope.saliency.similarity import HOG_MIN_SIDE, METRICS, noise_map, similarities, sobel_map
 from unitscope.settings import SALIENCY_DEFAULTS, SANITY_DEFAULTS, SaliencySettings, SanitySettings
 
 SALIENCY_KIND = "saliency"
@@ -84,10 +84,13 @@ def resolve_targets(target: str | None, classes: Sequence[str] | None, outputs: 
     return torch.full_like(predicted, index)
 
 
-def explain_all(explainer: Explainer, inputs: torch.Tensor, targets: torch.Tensor) -> Explanation:
-    """Every method's maps of every input, ``batch_size`` images at a time, on the CPU."""
+def explain_all(explainer: Explainer, inputs: torch.Tensor, targets: torch.Tensor,
+                show_progress: bool = False) -> Explanation:
+    """Every method's maps of every input, ``batch_size`` images at a time, on the CPU (with a progress bar over
+    the images when ``show_progress``)."""
     parts = []
-    for start in range(0, len(inputs), explainer.settings.batch_size):
+    starts = range(0, len(inputs), explainer.settings.batch_size)
+    for start in progress(starts, desc="saliency maps", unit="batch") if show_progress else starts:
         stop = start + explainer.settings.batch_size
         parts.append(explainer.explain(inputs[start:stop], targets[start:stop], first_index=start))
     joined = Explanation({m: torch.cat([p.maps[m] for p in parts]).cpu() for m in parts[0].maps})
@@ -115,7 +118,7 @@ def explain_images(subject: Subject, images: Sequence[Image], out_dir: str | Pat
         probabilities = torch.cat([subject.model.module(part).softmax(1)
                                    for part in inputs.split(settings.batch_size)]).cpu()
     targets = resolve_targets(target, subject.model.classes, probabilities.shape[1], probabilities.argmax(1))
-    explanation = explain_all(explainer, inputs, targets.to(inputs.device))
+    explanation = explain_all(explainer, inputs, targets.to(inputs.device), show_progress=True)
     predicted = probabilities.argmax(1)
     table = pd.DataFrame({
         "image": [image.name for image in images],
@@ -151,7 +154,7 @@ class _Comparison:
         self.original, self.images, self.seed, self.rows = original, images, seed, []
         shape = images[0].pixels.shape[:2]
         self.sobel = [sobel_map(image.pixels) for image in images]
-        self.noise = [noise_map(shape, seed_of(seed, i)) for i in range(len(images))]
+        self.noise = [noise_map(shape, seed_of(seed, "noise-control", i)) for i in range(len(images))]
         self.stages = 0
 
     def add(self, test: str, stage: str, maps: dict) -> None:
@@ -162,7 +165,7 @@ class _Comparison:
         for i, image in enumerate(self.images):
             edges = self.sobel[i]
             self._rows(test, "sobel", stage, image.name, similarities(edges, edges, edges, edges))
-            noise = noise_map(edges.shape, seed_of(self.seed, len(self.images) * self.stages + i))
+            noise = noise_map(edges.shape, seed_of(self.seed, "noise-control", len(self.images) * self.stages + i))
             self._rows(test, "noise", stage, image.name,
                        similarities(self.noise[i], noise, 2 * self.noise[i] - 1, 2 * noise - 1))
 
@@ -181,6 +184,10 @@ def sanity_check(subject: Subject, images: Sequence[Image], out_dir: str | Path,
     maps of the first ``figure_images`` images) and ``meta.json``. ``random_labels`` is the same architecture
     trained on permuted labels: its maps against the original's are the data randomisation test."""
     sanity.validate()
+    side = min(images[0].pixels.shape[:2]) if images else 0
+    if side < HOG_MIN_SIDE:
+        raise ValueError(f"--size {side}: the sanity checks compare maps by HOG descriptors, which need images of "
+                         f"{HOG_MIN_SIDE} pixels a side at least")
     if ("data" in sanity.tests) != (random_labels is not None):
         raise ValueError("the data randomisation test (--test data) needs the model trained on permuted labels "
                          "(--random-labels SPEC), and that model needs --test data")
@@ -192,7 +199,13 @@ def sanity_check(subject: Subject, images: Sequence[Image], out_dir: str | Path,
     blocks = randomization_blocks(model, subject.model.anatomy, inputs[:1])
     comparison = _Comparison(original, images, sanity.seed)
     figure_count = min(sanity.figure_images, len(images))
-    figure = [np.stack([np.stack([gray for gray, _ in original[m][:figure_count]]) for m in original])]
+    height, width = images[0].pixels.shape[:2]
+
+    def figure_maps(maps: dict) -> np.ndarray:  # (methods, figure images, H, W)
+        return np.stack([np.stack([gray for gray, _ in maps[m][:figure_count]]) if figure_count
+                         else np.zeros((0, height, width), np.float32) for m in maps])
+
+    figure = [figure_maps(original)]
     stage_rows = []
 
     def run(test: str, name: str, stage_model: torch.nn.Module, seed: int | None, modules: Iterable[str]) -> None:
@@ -205,7 +218,7 @@ def sanity_check(subject: Subject, images: Sequence[Image], out_dir: str | Path,
                            "stage": name, "modules": " ".join(modules), "seed": seed,
                            "agreement": float((own == predicted).float().mean())})
         if test == "cascading":
-            figure.append(np.stack([np.stack([gray for gray, _ in maps[m][:figure_count]]) for m in maps]))
+            figure.append(figure_maps(maps))
 
     parameter_tests = [test for test in sanity.tests if test != "data"]
     modules_of = {block.name: block.modules for block in blocks}
