@@ -132,7 +132,8 @@ def test_architecture_conditions_train_save_and_load_back(
     assert (net.conv1[0].bias is None) == batchnorm
     assert net.conv4[0].out_channels == conv4_width and net.fc.in_features == conv4_width
     assert loaded.checkpoint == {"iteration": 6, "seed": 0, "val_accuracy": log["final_val_accuracy"], "iterations": 6,
-                                 "batch_size": 8, "architecture": log["architecture"], "classes": log["classes"]}
+                                 "batch_size": 8, "architecture": log["architecture"], "classes": log["classes"],
+                                 "labels": "true", "train_accuracy": log["final_train_accuracy"]}
     assert loaded.classes == log["classes"] and len(loaded.classes) == net.fc.out_features
 
 
@@ -149,3 +150,25 @@ def test_dropout_acts_in_training_only() -> None:
     plain = ProbeCNN(num_classes=3)
     plain.load_state_dict(net.state_dict())
     assert torch.equal(plain.eval()(x), net(x))
+
+
+def test_permuted_labels_train_on_a_seeded_permutation(scene_set: tuple[Path, int], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`labels="permuted"` trains on one permutation of the training labels, drawn from the seed; the final
+    checkpoint records it with the accuracy on those labels."""
+    import unitscope.train as train
+
+    dataset, _ = scene_set
+    seen: list[torch.Tensor] = []
+    original = train.F.cross_entropy
+    monkeypatch.setattr(train.F, "cross_entropy", lambda logits, targets: seen.append(targets) or original(logits, targets))
+    true_log = train_probecnn(dataset, tmp_path / "true", iterations=1, batch_size=1000)
+    permuted_log = train_probecnn(dataset, tmp_path / "permuted", iterations=1, batch_size=1000, labels="permuted")
+    true_targets, permuted_targets = seen
+    assert sorted(true_targets.tolist()) == sorted(permuted_targets.tolist())  # the same labels, reordered
+    assert not torch.equal(true_targets, permuted_targets)
+    assert (true_log["labels"], permuted_log["labels"]) == ("true", "permuted")
+    record = torch.load(tmp_path / "permuted" / "final.pt", weights_only=True)
+    assert record["labels"] == "permuted" and record["train_accuracy"] == permuted_log["final_train_accuracy"]
+    with pytest.raises(ValueError, match="labels must be one of true, permuted"):
+        train_probecnn(dataset, tmp_path / "x", iterations=1, labels="shuffled")
