@@ -4,8 +4,10 @@ at every stage, against a naive loop that explains one image with one method per
     python benchmarks/bench_saliency.py [--model efficientnet-lite0@imagenet] [--images 4] [--rounds 3] [--threads 1]
 
 Each round times both ways in turn (the machine is shared: a busy moment slows both alike); the table gives the
-median wall-clock seconds per (image, method) over the rounds and the naive / batched ratio. The maps are equal
-(checked before timing): batching changes no number.
+median wall-clock seconds per (image, method) over the rounds and the naive / batched ratio. Both give the same maps
+up to float32 rounding (checked before timing; the largest difference is printed, relative to the map's largest
+value). Batched convolutions round differently, and in SmoothGrad's noisy copies that can flip a ReLU6 gate: its maps
+differ by up to a few tenths of a percent of their largest value in float32, and not at all in float64.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def main() -> None:
     explainer = Explainer(subject.model.module, baseline, subject.layer, SaliencySettings(methods=METHODS))
     targets = explainer.predict(inputs)
     reference, check = batched(subject, inputs, baseline, targets), naive(subject, inputs, baseline, targets)
-    for method in METHODS:
-        torch.testing.assert_close(reference[method], check[method], rtol=1e-4, atol=1e-6)
+    worst = max(float((reference[m] - check[m]).abs().max() / reference[m].abs().max()) for m in METHODS)
+    assert worst < 1e-2, f"batched and per-image maps differ by {worst:.2g} of their largest value"
     times: dict[str, list[float]] = {"batched": [], "naive": []}
     for _ in range(args.rounds):
         for name, run in (("batched", batched), ("naive", naive)):
@@ -69,7 +71,8 @@ def main() -> None:
     print("| way | seconds per (image, method) |\n|---|---|")
     for name, value in median.items():
         print(f"| {name} | {value:.3f} |")
-    print(f"naive / batched: {median['naive'] / median['batched']:.2f}")
+    print(f"naive / batched: {median['naive'] / median['batched']:.2f}; largest difference between the two ways' maps: "
+          f"{worst:.1e} of the map's largest value")
 
 
 if __name__ == "__main__":

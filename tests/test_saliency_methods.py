@@ -71,13 +71,22 @@ def test_smoothgrad_noise_is_a_fraction_of_each_image_range() -> None:
     torch.testing.assert_close(variance, expected, rtol=0.02, atol=0)
 
 
-def test_smoothgrad_noise_is_seeded_per_image_whatever_the_batch() -> None:
+def test_smoothgrad_noise_is_seeded_per_image_whatever_the_batches() -> None:
     model = Cubic()
     x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     explainer = Explainer(model, torch.zeros(1, 3, 8, 8), settings=settings("smoothgrad", smoothgrad_samples=4))
     together = explainer.explain(x, torch.zeros(3, dtype=torch.long)).maps["smoothgrad"]
     last = explainer.explain(x[2:], torch.zeros(1, dtype=torch.long), first_index=2).maps["smoothgrad"]
     torch.testing.assert_close(together[2:], last, rtol=0, atol=0)
+    for batch_size in (1, 3):  # the noisy copies of an image go through the model 1 or 3 at a time: the same noise
+        other = Explainer(model, torch.zeros(1, 3, 8, 8), settings=settings("smoothgrad", "smoothgrad-ig",
+                                                                           smoothgrad_samples=4, ig_steps=4,
+                                                                           batch_size=batch_size))
+        maps = other.explain(x, torch.zeros(3, dtype=torch.long)).maps
+        torch.testing.assert_close(maps["smoothgrad"], together, rtol=1e-6, atol=1e-7)
+        if batch_size == 1:
+            reference = maps["smoothgrad-ig"]
+    torch.testing.assert_close(maps["smoothgrad-ig"], reference, rtol=1e-6, atol=1e-7)
     assert len({seed_of(0, "smoothgrad", 1), seed_of(1, "smoothgrad", 0), seed_of(0, "block", 1)}) == 3
 
 

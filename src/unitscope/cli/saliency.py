@@ -38,7 +38,7 @@ def _saliency_options(command):
         normalize_option,
         device_option,
         click.option("--batch-size", type=click.IntRange(1), default=SALIENCY_DEFAULTS.batch_size, show_default=True,
-                     help="Images, IG steps or noise samples per pass. Changes no number."),
+                     help="Images, IG steps or noise samples per pass. Changes maps only in float rounding."),
         click.option("--smoothgrad-samples", type=click.IntRange(1), default=SALIENCY_DEFAULTS.smoothgrad_samples,
                      show_default=True, help="SmoothGrad's noisy copies per image."),
         click.option("--smoothgrad-noise", type=click.FloatRange(0, min_open=True),
