@@ -702,3 +702,10 @@ def test_threshold_comparisons_sweep_tau_and_the_iou_cut(tmp_path) -> None:
     assert sections["iou"]["columns"] == ["group", "iou", "measure", "layer4", "runs"]
     site = build_site([results], dataset, tmp_path / "site", workers=1)
     assert not list(site.glob("toy/layer4~tau*")) and (site / "toy" / "layer4" / "index.html").is_file()
+
+
+def test_signed_saliency_maps_are_red_white_blue() -> None:
+    from unitscope.report.saliency import _diverging_rgb
+
+    colours = _diverging_rgb(np.array([[1.0, 0.5, 0.0, -0.5, -1.0]]))
+    assert colours.tolist() == [[[255, 0, 0], [255, 128, 128], [255, 255, 255], [128, 128, 255], [0, 0, 255]]]

@@ -54,9 +54,12 @@ def test_saliency_and_sanity_pages_render_offline(browser_page) -> None:
     site, page, log = browser_page
     page.goto((site / "saliency" / "index.html").as_uri())
     page.get_by_role("link", name="probecnn (untrained)").first.click()
-    page.wait_for_function("[...document.querySelectorAll('table.maps img')].every(i => i.complete)")
-    assert page.evaluate("[...document.querySelectorAll('table.maps img')].every(i => i.naturalWidth > 0)")
-    assert page.locator("table.maps img").count() == 2 * 4  # each image and its three maps
+    page.wait_for_function("[...document.querySelectorAll('table.maps:not(.signed) img')].every(i => i.complete)")
+    assert page.evaluate("[...document.querySelectorAll('table.maps:not(.signed) img')].every(i => i.naturalWidth > 0)")
+    assert page.locator("table.maps:not(.signed) img").count() == 2 * 4  # each image and its three maps
+    page.get_by_text("Signed maps").click()
+    page.wait_for_function("[...document.querySelectorAll('table.signed img')].every(i => i.complete)")
+    assert page.evaluate("[...document.querySelectorAll('table.signed img')].map(i => i.naturalWidth)") == [112] * 6
     page.goto((site / "sanity" / "probecnn.html").as_uri())
     page.wait_for_selector("#sanity-cascading svg", timeout=20_000)
     page.wait_for_selector("#sanity-independent svg", timeout=20_000)

@@ -17,7 +17,7 @@ from unitscope.report.charts import sanity_chart
 from unitscope.report.collect import ReportInputError, read_json, slugify
 from unitscope.report.sections import NavLink, Panels, Section, SiteInputs
 from unitscope.report.strips import WEBP_METHOD, WEBP_QUALITY
-from unitscope.saliency.maps import grayscale
+from unitscope.saliency.maps import diverging, grayscale
 from unitscope.saliency.run import RANDOM_LABELS, SIMILARITY_COLUMNS, summarize
 from unitscope.saliency.similarity import CONTROLS, METRICS
 
@@ -51,6 +51,15 @@ def _save_webp(site: SiteWriter, path: str, pixels: np.ndarray, side: int) -> No
 
 def _gray(values: np.ndarray) -> np.ndarray:
     return (np.clip(values, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def _diverging_rgb(values: np.ndarray) -> np.ndarray:
+    """A signed map in [−1, 1] as colours: white at 0, red for positive, blue for negative values."""
+    values = np.clip(values, -1.0, 1.0)
+    fade = 1.0 - np.abs(values)
+    red = np.where(values >= 0, 1.0, fade)
+    blue = np.where(values <= 0, 1.0, fade)
+    return (np.stack([red, fade, blue], axis=-1) * 255).round().astype(np.uint8)
 
 
 def _read(directory: Path, files: Sequence[str], command: str) -> dict:
@@ -96,8 +105,10 @@ class SaliencySection(Section):
                 base = f"saliency/{key}/{i:03d}"
                 _save_webp(site, f"{base}-image.webp", pixels[i], MAP_TILE)
                 for method in methods:
-                    gray = grayscale(maps[method][i], meta["settings"]["percentile"])
-                    _save_webp(site, f"{base}-{method}.webp", _gray(gray), MAP_TILE)
+                    raw, percentile = maps[method][i], meta["settings"]["percentile"]
+                    _save_webp(site, f"{base}-{method}.webp", _gray(grayscale(raw, percentile)), MAP_TILE)
+                    _save_webp(site, f"{base}-{method}-signed.webp", _diverging_rgb(diverging(raw, percentile)),
+                               MAP_TILE)
                 row = predictions.iloc[i]
                 rows.append({"name": image["name"], "source": image["source"], "base": f"{key}/{i:03d}",
                              "predicted": f"{row['predicted_name'] or row['predicted']}", "probability": row["probability"],
