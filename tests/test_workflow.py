@@ -21,7 +21,8 @@ from unitscope.provenance import collect_provenance, find_seeds, main as provena
 
 REPO = Path(__file__).resolve().parents[1]
 #: What a fresh clone holds that the workflow reads.
-WORKFLOW_FILES = ("Snakefile", "Makefile", "workflow", "config", "envs", "CITATION.cff", "tests/configs")
+WORKFLOW_FILES = ("Snakefile", "Makefile", "workflow", "config", "envs", "CITATION.cff", "tests/configs",
+                  "tests/data/sanity-images")
 TINY = "tests/configs/tiny.yaml"
 RESULT_FILES = ("tally.csv", "thresholds.csv", "ious.csv", "top_images.csv", "top_maps.npy", "summary.json", "meta.json",
                 "null.csv")  # null.csv: the tiny config runs the permutation null
@@ -107,8 +108,13 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
 
 def test_paper_config_plans_downloads_and_every_network(clone: Path) -> None:
     config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    missing = snakemake(clone, "-n", "--configfile", "config/paper.yaml")
+    assert missing.returncode != 0
+    assert "data/imagenet-samples does not exist: put the images there" in missing.stdout + missing.stderr
+    (clone / "data/imagenet-samples").mkdir(parents=True)  # where the user puts ImageNet validation images
     result = snakemake(clone, "-n", "-p", "--configfile", "config/paper.yaml")
     counts = planned_jobs(result)
+    assert counts["saliency_maps"] == counts["sanity_check"] == 3  # ResNet-50, VGG16, Inception v3
     assert "train_probecnn" not in counts and "probe_dataset" not in counts
     text = result.stdout
     # The cache plan fits the budget: AlexNet's five layers (124.6 GB) and VGG16's (330.3 GB) recompute their
@@ -178,6 +184,7 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
         ({"saliency": {"models": {"m": {"images": ["builtin:chelsea"], "sanity": {"random_labels": "m"}}}}},
          "saliency.models.m.sanity.random_labels`: 'm' must be a model under `models` trained with `train.labels: permuted`"),
         ({"saliency": {"models": {"m": {"images": ["dataset:nope"]}}}}, "saliency.models.m.images`: dataset:nope"),
+        ({"saliency": {"models": {"m": {"images": ["photos"]}}}}, "saliency.models.m.images`: photos does not exist"),
         ({"saliency": {"models": {"m": {"images": ["builtin:chelsea"]}}, "methods": ["lime"]}}, "saliency.methods.0"),
         ({"models": {"m": {"spec": "efficientnet-lite0", "layers": ["_blocks.4._swish"]}}},
          "models.m.layers`: layer '_blocks.4._swish' is called more than once per forward pass; name one call: "

@@ -28,6 +28,9 @@ def _check_saliency() -> None:
             if image.startswith("builtin:") and image.removeprefix("builtin:") not in BUILTIN:
                 raise config_error(f"saliency.models.{model}.images",
                                    f"{image}: built-in photographs are {', '.join(BUILTIN)}")
+            if not image.startswith(("builtin:", "dataset:")) and not Path(image).exists():
+                raise config_error(f"saliency.models.{model}.images", f"{image} does not exist: put the images "
+                                   "there, or name other files, folders, dataset:NAME or builtin:NAME")
         other = (entry.get("sanity") or {}).get("random_labels")
         if other is not None and (other not in config["models"] or
                                   config["models"][other].get("train", {}).get("labels") != "permuted"):
