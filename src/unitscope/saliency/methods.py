@@ -6,8 +6,7 @@
 ``integrated-gradients`` Sundararajan et al. 2017: 50 steps from a black image (the normalised value of pixel 0,
                        not 0 after normalisation); the completeness error Σ attributions − (F(x) − F(x₀)) is kept
 ``smoothgrad``         Smilkov et al. 2017: the mean gradient of 50 copies with Gaussian noise of
-                       σ = 0.15 · (max − min) of each image (captum's NoiseTunnel takes an absolute σ, 5 samples,
-                       and draws its noise per batch of copies: the copies are made here, the gradients by captum)
+                       σ = 0.15 · (max − min) of each image (captum's ``stdevs`` is an absolute σ with 5 samples)
 ``smoothgrad-ig``      the same noise over Integrated Gradients
 ``guided-backprop``    the gradient with the guided rule on every rectifier call (:mod:`.rectifiers`)
 ``deconvnet``          the gradient with the DeconvNet rule on every rectifier call
@@ -22,11 +21,13 @@ not one of its calls: :class:`Explainer` gives both what they cannot reach (ReLU
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
+from captum.attr import InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
 from unitscope.hooks import LayerError, Trace
@@ -61,6 +62,13 @@ def seed_of(seed: int, stream: str, index: int) -> int:
     """The seed of item ``index`` of ``stream`` (:data:`STREAMS`) in a run seeded ``seed``, independent of how
     items are batched and of the other streams."""
     return int(np.random.SeedSequence([seed, STREAMS[stream], index]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class Explainer:
@@ -134,25 +142,20 @@ class Explainer:
         return explanation
 
     def _smoothgrad(self, attribution, inputs: torch.Tensor, targets: torch.Tensor, first_index: int) -> torch.Tensor:
-        """SmoothGrad of ``attribution`` (captum's Saliency or IntegratedGradients), one input at a time: the mean
-        attribution of ``smoothgrad_samples`` noisy copies, σ a fraction of that input's own range. The noise of an
-        input is drawn in one piece from its own seed, so the map does not depend on how the copies are batched
-        (captum's NoiseTunnel draws per batch of copies)."""
-        parts = []
-        extra = {"abs": False} if isinstance(attribution, Saliency) else {
-            "baselines": self.baseline, "n_steps": self.settings.ig_steps, "method": IG_RULE,
-            "internal_batch_size": self.settings.batch_size}
-        for row, (image, target) in enumerate(zip(inputs.detach(), targets, strict=True)):
-            sigma = self.settings.smoothgrad_noise * float(image.max() - image.min())
-            generator = torch.Generator(device=image.device).manual_seed(
-                seed_of(self.settings.seed, "smoothgrad", first_index + row))
-            noise = torch.randn((self.settings.smoothgrad_samples, *image.shape), generator=generator,
-                                device=image.device, dtype=image.dtype)
-            total = torch.zeros_like(image)
-            for chunk in (image[None] + sigma * noise).split(self.settings.batch_size):
-                copies = chunk.requires_grad_(True)
-                total += attribution.attribute(copies, target=int(target), **extra).detach().sum(0)
-            parts.append(total[None] / self.settings.smoothgrad_samples)
+        """SmoothGrad of ``attribution``, one input at a time: σ is a fraction of that input's own range."""
+        tunnel, parts = NoiseTunnel(attribution), []
+        for row, (image, target) in enumerate(zip(inputs, targets, strict=True)):
+            image = image[None].detach().requires_grad_(True)
+            sigma = self.settings.smoothgrad_noise * float(image.detach().max() - image.detach().min())
+            extra = {} if isinstance(attribution, Saliency) else {
+                "baselines": self.baseline, "n_steps": self.settings.ig_steps, "method": IG_RULE,
+                "internal_batch_size": self.settings.batch_size}
+            if isinstance(attribution, Saliency):
+                extra["abs"] = False
+            with _seeded(seed_of(self.settings.seed, "smoothgrad", first_index + row)):
+                parts.append(tunnel.attribute(
+                    image, nt_type="smoothgrad", nt_samples=self.settings.smoothgrad_samples,
+                    nt_samples_batch_size=self.settings.batch_size, stdevs=sigma, target=int(target), **extra))
         return torch.cat(parts)
 
     def _grad_cam(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
