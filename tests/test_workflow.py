@@ -145,12 +145,15 @@ def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
 
 def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> None:
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
+    (clone / "data/imagenet-samples").mkdir(parents=True)  # the paper config's saliency images
     result = snakemake(clone, "-n", "--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml")
     planned_jobs(result)
     blocks = (result.stdout + result.stderr).split("\nrule ")
     extract = next(b for b in blocks if b.startswith("extract:"))
     report = next(b for b in blocks if b.startswith("report:"))
+    sanity = next(b for b in blocks if b.startswith("sanity_check:"))
     assert "gpu=1" in extract and "cpus_per_task=8" in extract
+    assert "gpu=1" in sanity and "runtime=240" in sanity
     assert "gpu=" not in report
 
 
