@@ -19,6 +19,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/dissect.smk"
 include: "workflow/rules/dimension.smk"
 include: "workflow/rules/saliency.smk"
+include: "workflow/rules/visualize.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from unitscope.hooks import LayerError, LayerRef, Trace, ablate, replace, rotate
+from unitscope.hooks import LayerError, LayerRef, Trace, ablate, replace, rotate, run_once
 
 
 class Chain(nn.Module):
@@ -139,3 +139,15 @@ def test_layers_lists_each_call_of_efficientnet_lite0_swish() -> None:
     assert "_blocks.10._swish" not in rows and rows["_blocks.10"] == ["112×14×14", "112"]
     # The cache column: 672 × 14 × 14 float32 values for each of Broden's 63,305 images.
     assert next(line for line in lines if line.startswith("_blocks.10._swish:0")).endswith("33.4 GB")
+
+
+def test_run_once_sees_every_call_and_removes_its_hooks_also_on_error() -> None:
+    model = Chain()
+    seen = []
+    run_once(model, X, forward=[(model.act, lambda m, i, o: seen.append(o.tolist()))],
+             pre=[(model.second, lambda m, i: seen.append("second"))])
+    assert seen == [[[2.0, 3.0, 0.0]], "second", [[5.0, 6.0]]] and hook_count(model) == 0
+    with pytest.raises(RuntimeError):
+        run_once(model, torch.zeros(1, 5), forward=[(model.act, lambda m, i, o: None)],
+                 pre=[(model.second, lambda m, i: None)])  # wrong input size
+    assert hook_count(model) == 0

@@ -71,3 +71,15 @@ def test_saliency_defaults_agree() -> None:
     assert saliency["digits"]["properties"]["epochs"]["default"] == digits.EPOCHS
     train = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]["train"]["properties"]
     assert tuple(train["labels"]["enum"]) == LABELS == digits.LABELS
+
+
+def test_visualize_defaults_agree() -> None:
+    from unitscope.settings import VISUALIZATION_METHODS, VISUALIZE_DEFAULTS
+
+    visualize = SCHEMA["properties"]["visualize"]["properties"]
+    for key in ("size", "input_size", "steps", "pixel_steps", "seed"):
+        assert visualize[key]["default"] == getattr(VISUALIZE_DEFAULTS, key), key
+        assert _option("visualize", key).default == getattr(VISUALIZE_DEFAULTS, key), key
+    run = visualize["runs"]["additionalProperties"]["properties"]
+    assert tuple(run["methods"]["items"]["enum"]) == VISUALIZATION_METHODS
+    assert tuple(run["methods"]["default"]) == VISUALIZE_DEFAULTS.methods

@@ -98,7 +98,7 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
     assert counts == {
         "all": 1, "probe_dataset": 1, "train_probecnn": trainings, "extract": extracts, "dissect": dissects,
         "dimension": dimensions, "provenance": 1, "report": 1, "saliency_maps": explained, "sanity_check": checked,
-        "train_digits": 2,
+        "train_digits": 2, "visualize_units": sum(len(entry["layers"]) for entry in config["visualize"]["runs"].values()),
     }
     # Counted by hand for the shipped config: dissections 15 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 5 rotated)
     # + 4 untrained + 12 conditions (4 × 3 seeds) + 1 on permuted labels + 26 EfficientNet (3 layers, 9 swept,
@@ -189,6 +189,10 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
         ({"saliency": {"models": {"m": {"images": ["dataset:nope"]}}}}, "saliency.models.m.images`: dataset:nope"),
         ({"saliency": {"models": {"m": {"images": ["photos"]}}}}, "saliency.models.m.images`: photos does not exist"),
         ({"saliency": {"models": {"m": {"images": ["builtin:chelsea"]}}, "methods": ["lime"]}}, "saliency.methods.0"),
+        ({"visualize": {"runs": {"x": {"layers": ["conv1"]}}}}, "visualize.runs.x`: is not a dissected run"),
+        ({"visualize": {"runs": {"m": {"layers": ["conv2"]}}}},
+         "visualize.runs.m.layers`: 'conv2' is not dissected for 'm' (its layers: conv1)"),
+        ({"visualize": {"runs": {"m": {"layers": ["conv1"], "methods": ["deepdream"]}}}}, "visualize.runs.m.methods.0"),
         ({"models": {"m": {"spec": "efficientnet-lite0", "layers": ["_blocks.4._swish"]}}},
          "models.m.layers`: layer '_blocks.4._swish' is called more than once per forward pass; name one call: "
          "_blocks.4._swish:0, _blocks.4._swish:1"),
@@ -396,6 +400,20 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         assert "Data randomisation" in page and "What these checks cannot tell" in page
     assert (clone / "reports/site/saliency/probecnn.html").is_file()
     assert (clone / "reports/site/saliency/digits-cnn/002-grad-cam.webp").is_file()
+
+    # Unit visualisations of the best detectors by both methods, on the unit pages and the model's page.
+    visualized = json.loads((clone / "results/visualize/probecnn/conv4/meta.json").read_text())
+    tally = pd.read_csv(results / "probecnn/conv4/tally.csv", keep_default_na=False)
+    null = pd.read_csv(results / "probecnn/conv4/null.csv", keep_default_na=False).set_index("label")["level"]
+    significant = (tally["score"] > 0.04) & (tally["score"] > tally["label"].map(null).fillna(0.0))
+    assert visualized["units"] == tally[significant]["unit"].tolist()[:2]  # the best significant detectors
+    assert visualized["settings"]["steps"] == 2 and visualized["settings"]["methods"] == ["lucid", "pixel"]
+    assert len(pd.read_csv(clone / "results/visualize/probecnn/conv4/units.csv")) == 2 * len(visualized["units"])
+    if visualized["units"]:
+        unit = visualized["units"][0]
+        assert "Activation maximisation" in (clone / f"reports/site/probecnn/conv4/unit-{unit:04d}.html").read_text()
+        assert (clone / f"reports/site/visualize/probecnn/conv4/unit-{unit:04d}-pixel-0.webp").is_file()
+    assert (clone / "reports/site/visualize/probecnn.html").is_file()
 
     # A result left over from a model since removed from the config never reaches the site.
     leftover = results / "removed-model" / "conv4"

@@ -99,6 +99,20 @@ def rotate(matrix: torch.Tensor) -> Edit:
     return edit
 
 
+def run_once(model: nn.Module, example: torch.Tensor, *, forward: Iterable[tuple[nn.Module, Callable]] = (),
+             pre: Iterable[tuple[nn.Module, Callable]] = ()) -> None:
+    """Run ``model`` on ``example`` once without gradients with forward hooks (``(module, hook)`` pairs) and
+    forward pre-hooks on its modules, removed afterwards also when the model raises: a look at how it runs."""
+    handles = [module.register_forward_hook(hook) for module, hook in forward]
+    handles += [module.register_forward_pre_hook(hook) for module, hook in pre]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class Trace:
     """Hooks on ``layers`` of ``model`` (see the module docstring).
 

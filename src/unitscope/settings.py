@@ -229,3 +229,50 @@ class SanitySettings:
 
 
 SANITY_DEFAULTS = SanitySettings()
+
+#: Activation maximisation: Lucid's recipe, and Yosinski et al.'s pixel-space one (``unitscope.visualize``).
+VISUALIZATION_METHODS = ("lucid", "pixel")
+
+
+@dataclass(frozen=True)
+class VisualizeSettings:
+    """Activation maximisation's settings: the papers' by default (recorded in ``meta.json``; docs/visualize.md)."""
+
+    methods: tuple[str, ...] = ("lucid",)
+    pre_activation: bool = True  # optimise a rectified layer's units before the rectifier (Lucid's `_pre_relu`)
+    size: int = 128  # Lucid's image side
+    input_size: int | None = 224  # the transformed canvas is resized to this (Lucent: 224 for smaller images)
+    steps: int = 512  # Lucid: Adam, lr 0.05, 512 steps
+    lr: float = 0.05
+    transforms: bool = True  # Lucid's transformation robustness (off: the plain parameterised image)
+    copies: int = 1  # images per unit
+    diversity: float = 100.0  # weight of Lucid's diversity term between a unit's copies (copies > 1)
+    pixel_steps: int = 1000  # Yosinski et al.'s third setting: decay 1e-4, blur σ 1 every 4 steps, 1000 steps;
+    pixel_progress: float = 2.0  # the step of their "progress" policy: the objective is to rise by this per step
+    pixel_max_lr: float = 1e8  # (lr = min(max_lr, progress / |gradient|²); their settings 1 and 4)
+    pixel_decay: float = 1e-4
+    blur_sigma: float = 1.0
+    blur_every: int = 4
+    batch_size: int = 16  # images optimised together; changes no image beyond float rounding
+    seed: int = 0  # image (unit u, copy c) draws from seed (seed, u, c)
+
+    def validate(self) -> None:
+        unknown = [m for m in self.methods if m not in VISUALIZATION_METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"--method {unknown[0] if unknown else ''!r} is not one of "
+                             f"{', '.join(VISUALIZATION_METHODS)}")
+        for option, value in (("--size", self.size), ("--steps", self.steps), ("--copies", self.copies),
+                              ("--pixel-steps", self.pixel_steps), ("--batch-size", self.batch_size)):
+            if value < 1:
+                raise ValueError(f"{option} must be at least 1, got {value}")
+        if self.input_size is not None and self.input_size < 1:
+            raise ValueError(f"--input-size must be at least 1, got {self.input_size}")
+        for option, value in (("--lr", self.lr), ("--pixel-progress", self.pixel_progress),
+                              ("--pixel-max-lr", self.pixel_max_lr), ("--blur-sigma", self.blur_sigma)):
+            if not value > 0:
+                raise ValueError(f"{option} must be positive, got {value}")
+        if not 0 <= self.pixel_decay < 1 or self.diversity < 0 or self.blur_every < 0:
+            raise ValueError("--pixel-decay must lie in [0, 1), --diversity and --blur-every must be at least 0")
+
+
+VISUALIZE_DEFAULTS = VisualizeSettings()

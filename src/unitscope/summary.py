@@ -146,6 +146,16 @@ def _counts(tally: pd.DataFrame, categories: list[str], available: list[str], pa
     }
 
 
+def detector_units(tally: pd.DataFrame, iou_threshold: float = IOU_THRESHOLD,
+                   levels: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """The tally's detectors (best IoU > ``iou_threshold``, and above its label's null level where ``levels``
+    are given), in the tally's order (best IoU first)."""
+    detector = tally["score"] > iou_threshold
+    if levels is not None:
+        detector &= tally["score"] > tally["label"].map(lambda name: levels.get(name, 0.0)).astype(float)
+    return tally[detector]
+
+
 def read_null_levels(path: Path) -> dict[str, float]:
     """Each label's null level from a ``null.csv`` (:func:`unitscope.results.null_table`), by label name."""
     try:

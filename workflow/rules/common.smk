@@ -36,10 +36,11 @@ for _name, _entry in (config.get("models") or {}).items():  # renamed keys, befo
         if isinstance(_entry, dict) and isinstance(_entry.get(_key), dict) and "seed" in _entry[_key]:
             raise config_error(f"models.{_name}.{_key}.seed", f"is now `seeds`, a list (e.g. seeds: {_example})")
 
-# `saliency: null` (and `saliency.digits: null`) switch an analysis off: dropped before the schema fills in defaults,
+# `saliency: null`, `visualize: null` (and `saliency.digits: null`) switch an analysis off: dropped before the schema fills in defaults,
 # which it cannot do below a null.
-if "saliency" in config and config["saliency"] is None:
-    del config["saliency"]
+for analysis in ("saliency", "visualize"):
+    if analysis in config and config[analysis] is None:
+        del config[analysis]
 if isinstance(config.get("saliency"), dict) and "digits" in config["saliency"] and config["saliency"]["digits"] is None:
     del config["saliency"]["digits"]
 
@@ -282,6 +283,10 @@ TRAININGS = {training_name(model, seed): (model, seed) for model, entry in confi
              if "train" in entry for seed in entry["train"]["seeds"]}
 
 
+#: The `train` keys that shape a ProbeCNN (`unitscope.models.probecnn.Architecture`; the rest shape its training).
+ARCHITECTURE_KEYS = ("batchnorm", "dropout", "width")
+
+
 def train_options(wildcards) -> str:
     model, seed = TRAININGS[wildcards.training]
     train = config["models"][model]["train"]
@@ -289,8 +294,9 @@ def train_options(wildcards) -> str:
     followed = train["checkpoints"] if seed == train["seeds"][0] else []  # further seeds: their final weights only
     saved = sorted({*followed, train["iterations"]})  # the final weights are a checkpoint too
     options.append(f"--checkpoints {','.join(map(str, saved))}")
-    options += ["--batchnorm" if train["batchnorm"] else "--no-batchnorm", f"--dropout {train['dropout']:g}",
-                f"--width {train['width']}", f"--labels {train['labels']}"]
+    batchnorm, dropout, width = (train[key] for key in ARCHITECTURE_KEYS)
+    options += ["--batchnorm" if batchnorm else "--no-batchnorm", f"--dropout {dropout:g}", f"--width {width}",
+                f"--labels {train['labels']}"]
     return " ".join(options)
 
 

@@ -12,7 +12,7 @@ DIGITS_MODEL = "digits-cnn"
 def _architecture(model: str) -> tuple:
     entry = config["models"][model]
     train = entry.get("train") or {}
-    return entry["spec"], entry.get("arch"), *(train.get(key) for key in ("batchnorm", "dropout", "width"))
+    return entry["spec"], entry.get("arch"), *(train.get(key) for key in ARCHITECTURE_KEYS)
 
 
 def _check_saliency() -> None:
@@ -38,7 +38,8 @@ def _check_saliency() -> None:
                                f"{other!r} must be a model under `models` trained with `train.labels: permuted`")
         if other is not None and ("spec" in entry or _architecture(other) != _architecture(model)):
             raise config_error(f"saliency.models.{model}.sanity.random_labels",
-                               f"{other!r} is not the same architecture as {model!r} (spec, batchnorm, dropout, width)")
+                               f"{other!r} is not the same architecture as {model!r} (spec, "
+                               f"{', '.join(ARCHITECTURE_KEYS)})")
         if "data" in (entry.get("sanity") or {}).get("tests", []) and other is None:
             raise config_error(f"saliency.models.{model}.sanity.tests", "`data` needs `random_labels`")
     if DIGITS_MODEL in SALIENCY.get("models", {}):

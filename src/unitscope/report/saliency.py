@@ -16,7 +16,7 @@ from PIL import Image
 from unitscope.report.charts import sanity_chart
 from unitscope.report.collect import ReportInputError, read_json, slugify
 from unitscope.report.sections import NavLink, Panels, Section, SiteInputs
-from unitscope.report.strips import WEBP_METHOD, WEBP_QUALITY
+from unitscope.report.strips import save_webp
 from unitscope.saliency.maps import diverging, grayscale
 from unitscope.saliency.run import RANDOM_LABELS, SIMILARITY_COLUMNS, summarize
 from unitscope.saliency.similarity import CONTROLS, METRICS
@@ -44,9 +44,7 @@ METRIC_NAMES = {"spearman-abs": "Spearman (|map|)", "spearman": "Spearman (signe
 def _save_webp(site: SiteWriter, path: str, pixels: np.ndarray, side: int) -> None:
     target = site.root / path
     target.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(pixels)
-    image.resize((side, side), Image.Resampling.BILINEAR).save(target, "WEBP", quality=WEBP_QUALITY,
-                                                               method=WEBP_METHOD)
+    save_webp(np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.BILINEAR)), target)
 
 
 def _gray(values: np.ndarray) -> np.ndarray:

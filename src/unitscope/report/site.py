@@ -35,8 +35,10 @@ def sections() -> dict[str, type[Section]]:
     from unitscope.report.dimension import DimensionSection
     from unitscope.report.dissection import DissectionSection
     from unitscope.report.saliency import SaliencySection, SanitySection
+    from unitscope.report.visualize import VisualizationSection
 
-    return {section.kind: section for section in (DissectionSection, DimensionSection, SaliencySection, SanitySection)}
+    return {section.kind: section for section in (DissectionSection, DimensionSection, SaliencySection, SanitySection,
+                                                  VisualizationSection)}
 
 
 @lru_cache(maxsize=1)

@@ -136,6 +136,11 @@ def _image(index: int) -> tuple[np.ndarray, tuple[int, int]]:
     return _scaled(image, (width, height)), image.shape[:2]
 
 
+def save_webp(pixels: np.ndarray, path: str | Path) -> None:
+    """Write an (H, W) or (H, W, 3) uint8 image as the site's WebP."""
+    Image.fromarray(pixels).save(path, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
+
+
 def _render(job: StripJob) -> int:
     maps = np.load(job.top_maps, mmap_mode="r")
     written = 0
@@ -148,7 +153,7 @@ def _render(job: StripJob) -> int:
             raise ValueError(f"top images of unit {unit + 1} differ in size; Broden images share one size")
         masks = upsample(maps[unit, : len(indices)], size) > threshold
         tiles = overlay(np.stack([small for small, _ in images]), masks)
-        Image.fromarray(strip(tiles)).save(out_path, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
+        save_webp(strip(tiles), out_path)
         written += 1
     return written
 

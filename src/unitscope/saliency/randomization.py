@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from unitscope.hooks import run_once
 from unitscope.models.registry import Anatomy
 from unitscope.saliency.methods import seed_of
 
@@ -68,18 +69,14 @@ def randomization_blocks(model: nn.Module, anatomy: Anatomy, example: torch.Tens
     candidates = [block for block in _candidates(model, anatomy)
                   if any(True for name in block.modules for _ in named[name].parameters())]
     first_call: dict[str, int] = {}
-    handles = []
-    for block in candidates:
-        for name in block.modules:
-            def record(_module, _inputs, block=block.name):
-                first_call.setdefault(block, len(first_call))
-            handles.append(named[name].register_forward_pre_hook(record))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+
+    def recorder(block: str):
+        def record(_module: nn.Module, _inputs: object) -> None:
+            first_call.setdefault(block, len(first_call))
+
+        return record
+
+    run_once(model, example, pre=[(named[name], recorder(block.name)) for block in candidates for name in block.modules])
     ran = sorted((block for block in candidates if block.name in first_call), key=lambda b: first_call[b.name])
     if not ran:
         raise RandomizationError(f"{type(model).__name__} has no block with parameters that runs: nothing to randomise")

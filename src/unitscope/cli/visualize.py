@@ -1,0 +1,75 @@
+"""``unitscope visualize``: activation maximisation of a layer's units (docs/cli.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from unitscope.options import device_option, normalize_option
+from unitscope.settings import VISUALIZATION_METHODS, VISUALIZE_DEFAULTS
+
+D = VISUALIZE_DEFAULTS
+
+
+@click.command()
+@click.option("--model", "model_spec", required=True, help="Model spec (docs/cli.md, Model specs).")
+@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
+@click.option("--layer", default=None, help="Layer whose units to visualise (default: the --dissection's layer).")
+@click.option("--unit", "units", multiple=True, type=click.IntRange(1),
+              help="Unit to visualise, 1-based as the dissection tables; repeat (default: the --dissection's "
+                   "detectors, best IoU first).")
+@click.option("--dissection", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="A dissection result of the layer (results/dissect/<run>/<layer>): its detectors are the default "
+                   "units, and its highest activation of each unit over the dataset is recorded beside ours.")
+@click.option("--max-units", type=click.IntRange(1), default=None, help="Visualise only the first N units.")
+@click.option("--objective", type=click.Choice(["channel", "neuron"]), default="channel", show_default=True,
+              help="The unit's mean activation over its map, or its centre neuron.")
+@click.option("--post-activation", is_flag=True,
+              help="Optimise the layer's output itself, not its pre-activation (the input of its final ReLU/ReLU6).")
+@click.option("--method", "methods", multiple=True, type=click.Choice(VISUALIZATION_METHODS),
+              help="lucid (Fourier image, transforms) or pixel (Yosinski et al.); repeat (default: lucid).")
+@click.option("--size", type=click.IntRange(8), default=D.size, show_default=True, help="Side of Lucid's image.")
+@click.option("--input-size", type=click.IntRange(8), default=D.input_size, show_default=True,
+              help="Side the model sees: Lucid's transformed canvas is resized to it; the pixel method's images have it.")
+@click.option("--steps", type=click.IntRange(1), default=D.steps, show_default=True, help="Lucid's Adam steps.")
+@click.option("--pixel-steps", type=click.IntRange(1), default=D.pixel_steps, show_default=True,
+              help="The pixel method's gradient steps.")
+@click.option("--copies", type=click.IntRange(1), default=D.copies, show_default=True,
+              help="Images per unit (Lucid's diversity term keeps them apart).")
+@click.option("--diversity", type=click.FloatRange(0), default=D.diversity, show_default=True,
+              help="Weight of the diversity term between a unit's copies.")
+@click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True,
+              help="Images optimised together (changes no image beyond float rounding).")
+@click.option("--seed", type=int, default=D.seed, show_default=True, help="Seed of the initial images and transforms.")
+@normalize_option
+@device_option
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+def visualize(model_spec, arch, layer, units, dissection, max_units, objective, post_activation, methods, size, input_size, steps,
+              pixel_steps, copies, diversity, batch_size, seed, normalize, device, out_dir) -> None:
+    """Activation maximisation: the image each unit of a layer prefers (Lucid's recipe; Yosinski et al.'s)."""
+    from unitscope.models import load_model
+    from unitscope.settings import VisualizeSettings
+    from unitscope.visualize.run import Dissected, visualize_units
+
+    settings = VisualizeSettings(methods=tuple(methods) or D.methods, pre_activation=not post_activation, size=size, input_size=input_size, steps=steps,
+                                 pixel_steps=pixel_steps, copies=copies, diversity=diversity, batch_size=batch_size,
+                                 seed=seed)
+    try:
+        settings.validate()
+        dissected = Dissected.read(dissection) if dissection else None
+        layer = layer or (dissected.meta["layer"] if dissected else None)
+        if layer is None:
+            raise ValueError("--layer is needed without --dissection")
+        if dissected and dissected.meta["layer"] != layer:
+            raise ValueError(f"--dissection {dissection} dissected layer {dissected.meta['layer']!r}, not {layer!r}")
+        chosen = list(units) or (dissected.detectors if dissected else [])
+        model = load_model(model_spec, arch)
+        written = visualize_units(model, layer, chosen[:max_units], out_dir, settings, normalize or (
+            dissected.meta.get("normalize") if dissected else None), objective, device, dissected)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(str(written))
+
+
+COMMANDS = [visualize]

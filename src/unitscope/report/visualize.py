@@ -1,0 +1,153 @@
+"""The unit-visualisation section: each unit's optimised image(s) on its unit page, and one page per model with
+every visualised unit of every layer (:mod:`unitscope.visualize`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from unitscope.report.collect import ReportInputError, read_json, slugify
+from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs
+from unitscope.report.strips import save_webp
+from unitscope.visualize.run import UNITS_COLUMNS
+
+if TYPE_CHECKING:
+    from unitscope.report.site import SiteWriter
+
+METHOD_NAMES = {"lucid": "Lucid (Fourier image, transforms)", "pixel": "pixels (Yosinski et al.)"}
+#: Side of an optimised image on the pages, in pixels.
+TILE = 128
+
+
+@dataclass
+class _Layer:
+    directory: Path
+    meta: dict
+    units: pd.DataFrame
+
+    @property
+    def folder(self) -> str:
+        return f"visualize/{slugify(self.meta['model'])}/{slugify(self.meta['layer'])}"
+
+    def image(self, unit: int, method: str, copy: int) -> str:
+        return f"{self.folder}/unit-{unit:04d}-{method}-{copy}.webp"
+
+
+class VisualizationSection(Section):
+    """Activation maximisation: the image each unit prefers beside its activation on it and its highest
+    activation over the dataset (flagged where the image does not reach it)."""
+
+    kind = "unit-visualization"
+
+    def __init__(self, directories: Sequence[Path], inputs: SiteInputs) -> None:
+        super().__init__(directories, inputs)
+        self.layers: dict[tuple[str, str], _Layer] = {}
+        for directory in self.directories:
+            for name in ("meta.json", "units.csv", "images.npz"):
+                if not (directory / name).is_file():
+                    raise ReportInputError(f"{directory / name} not found: {directory} is not the output of "
+                                           "`unitscope visualize`")
+            meta = read_json(directory / "meta.json")
+            units = pd.read_csv(directory / "units.csv")
+            if list(units.columns) != UNITS_COLUMNS:
+                raise ReportInputError(f"{directory / 'units.csv'}: expected the columns {','.join(UNITS_COLUMNS)}")
+            key = (str(meta["model"]), str(meta["layer"]))
+            if key in self.layers:
+                raise ReportInputError(f"{directory}: a second visualisation of {key[0]} · {key[1]}; give one per "
+                                       "model and layer")
+            self.layers[key] = _Layer(directory, meta, units)
+
+    def nav(self) -> list[NavLink]:
+        return [NavLink("Visualisations", "visualize/index.html", "visualize")]
+
+    def write_pages(self, site: SiteWriter, panels: Panels) -> None:
+        models: dict[str, list[dict]] = {}
+        for (model, layer), entry in sorted(self.layers.items()):
+            (site.root / entry.folder).mkdir(parents=True, exist_ok=True)
+            with np.load(entry.directory / "images.npz") as images:
+                for method in entry.meta["settings"]["methods"]:
+                    for u, unit in enumerate(entry.meta["units"]):
+                        for copy, pixels in enumerate(images[method][u]):
+                            save_webp(_tile(pixels), site.root / entry.image(unit, method, copy))
+            models.setdefault(model, []).append({
+                "layer": layer, "entry": entry, "methods": entry.meta["settings"]["methods"],
+                "cards": [self._card(entry, unit) for unit in entry.meta["units"]],
+                "reached": _reached(entry.units)})
+        for model, layers in models.items():
+            site.page(f"visualize/{slugify(model)}.html", "visualize.html", title=f"Visualisations · {model}",
+                      section="visualize", model=model, layers=layers, names=METHOD_NAMES, tile=TILE,
+                      unit_page=lambda layer, unit: f"../{slugify(model)}/{slugify(layer)}/unit-{unit:04d}.html",
+                      crumbs=[("Visualisations", "index.html"), (model, None)])
+        site.page("visualize/index.html", "visualize_index.html", title="Visualisations", section="visualize",
+                  models=[{"name": model, "path": f"{slugify(model)}.html",
+                           "layers": [layer["layer"] for layer in layers]} for model, layers in models.items()])
+
+    def _card(self, entry: _Layer, unit: int) -> dict:
+        rows = entry.units[entry.units["unit"] == unit]
+        return {"unit": unit, "rows": rows.to_dict("records")}
+
+    def unit_panels(self, model: str, layer: str, unit: int) -> list[Panel]:
+        entry = self.layers.get((model, layer))
+        if entry is None or unit not in entry.meta["units"]:
+            return []
+        rows = entry.units[entry.units["unit"] == unit]
+        settings = entry.meta["settings"]
+        figures = []
+        for row in rows.itertuples():
+            figures.append(
+                f'<figure class="tile"><img src="../../{entry.image(unit, row.method, row.copy)}" width="{TILE}" '
+                f'height="{TILE}" loading="lazy" alt="{escape(METHOD_NAMES[row.method])} image of unit {unit}">'
+                f"<figcaption>{escape(METHOD_NAMES[row.method])}<br>{_activation_text(row)}</figcaption></figure>")
+        objective = "mean over its map" if entry.meta["objective"] == "channel" else "centre neuron"
+        where = (f" before its rectifier (<code>{escape(entry.meta['objective_layer'])}</code>)"
+                 if entry.meta["objective_layer"] != layer else "")
+        html = (f"<p>Images optimised to maximise this unit's {objective}{where} ({settings['steps']} Adam steps on a "
+                f"{settings['size']} px Fourier image for Lucid). The activation under each image is the unit's own "
+                f'(after its rectifier). <a href="../../visualize/{slugify(model)}.html">All visualised units of '
+                f'{escape(model)}</a>.</p><div class="tiles">{"".join(figures)}</div>')
+        return [Panel("Activation maximisation", html)]
+
+    def layer_panels(self, model: str, layer: str) -> list[Panel]:
+        entry = self.layers.get((model, layer))
+        if entry is None:
+            return []
+        if not entry.meta["units"]:
+            return [Panel("Activation maximisation", "<p>The dissection found no detector in this layer: no unit "
+                                                     "was visualised.</p>")]
+        html = (f'<p>{len(entry.meta["units"])} units of this layer are visualised by activation maximisation '
+                f'(<a href="../../visualize/{slugify(model)}.html">their images</a>). '
+                f'{escape(_reached(entry.units))}</p>')
+        return [Panel("Activation maximisation", html)]
+
+
+def _tile(pixels: np.ndarray) -> np.ndarray:
+    """An image scaled (nearest) to about :data:`TILE` pixels a side."""
+    factor = max(1, math.floor(TILE / pixels.shape[0])) if pixels.shape[0] < TILE else 1
+    scaled = np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+    return np.ascontiguousarray(scaled)
+
+
+def _activation_text(row) -> str:
+    text = f"peak activation {row.peak:.3g}"
+    if pd.notna(row.dataset_peak):
+        mark = "" if row.reaches_dataset else ' <strong class="flag">below the dataset\'s best</strong>'
+        text += f" (dataset's highest: {row.dataset_peak:.3g}){mark}"
+    return text
+
+
+def _reached(units: pd.DataFrame) -> str:
+    """How many optimised images reach the unit's highest activation over the dataset, by method."""
+    known = units.dropna(subset=["dataset_peak"])
+    if known.empty:
+        return ""
+    parts = [f"{METHOD_NAMES[method]}: {int(group['reaches_dataset'].astype(bool).sum())} of {len(group)}"
+             for method, group in known.groupby("method", sort=False)]
+    return ("Images whose peak activation of the unit reaches its highest over the dataset's images — "
+            + "; ".join(parts) + ".")

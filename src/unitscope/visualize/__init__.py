@@ -1,0 +1,1 @@
+"""What units prefer: activation maximisation (Lucid's recipe and Yosinski et al.'s pixel-space variant)."""

@@ -1,0 +1,145 @@
+"""Activation maximisation of a layer's units, written as a result (kind ``unit-visualization``,
+docs/outputs.md): every unit's optimised image(s) by each method, with the unit's activation on them beside its
+highest activation over the dissection's dataset."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unitscope import __version__
+from unitscope.io import staged_directory, write_csv, write_json, write_npz
+from unitscope.models.registry import LoadedModel
+from unitscope.progress import progress
+from unitscope.settings import VISUALIZE_DEFAULTS, VisualizeSettings
+from unitscope.summary import detector_units, read_null_levels, read_tally
+from unitscope.visualize.maximize import maximize, unit_peaks
+from unitscope.visualize.objectives import Objective, check
+from unitscope.visualize.preactivation import pre_activation_layer
+
+VISUALIZATION_KIND = "unit-visualization"
+SCHEMA_VERSION = 1
+#: The objectives that optimise one unit of the layer (``direction`` and ``logit`` are the library's).
+UNIT_OBJECTIVES = ("channel", "neuron")
+UNITS_COLUMNS = ["unit", "method", "copy", "objective", "peak", "dataset_peak", "reaches_dataset"]
+
+
+def objective_layer(model: LoadedModel, layer: str, settings: VisualizeSettings, device) -> str:
+    """The layer the objective reads: ``layer``'s pre-activation where it ends in a rectifier and
+    ``settings.pre_activation``, else ``layer`` itself."""
+    if not settings.pre_activation:
+        return layer
+    side = settings.input_size or settings.size
+    return pre_activation_layer(model.module, layer, torch.zeros(1, 3, side, side, device=device)) or layer
+
+
+@dataclass(frozen=True)
+class Dissected:
+    """What a dissection result says about its layer's units: the detectors (1-based, best IoU first) and each
+    unit's highest activation over the dataset (the first of its top images)."""
+
+    path: Path
+    meta: dict
+    detectors: list[int]
+    peaks: dict[int, float]
+
+    @classmethod
+    def read(cls, path: str | Path) -> Dissected:
+        path = Path(path)
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            if meta.get("kind") != "dissection":
+                raise ValueError(f"kind {meta.get('kind')!r}")
+            tally = read_tally(path / "tally.csv")
+            top = pd.read_csv(path / "top_images.csv")
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"--dissection {path}: not a dissection result directory ({error}); give a "
+                             "results/dissect/<run>/<layer> directory") from None
+        levels = read_null_levels(path / "null.csv") if (path / "null.csv").exists() else None
+        detectors = detector_units(tally, meta["iou_threshold"], levels)["unit"].tolist()
+        first = top[top["rank"] == 1]
+        return cls(path, meta, detectors, dict(zip(first["unit"].astype(int), first["max_activation"].astype(float))))
+
+
+def unit_seed(seed: int, unit: int, copy: int) -> int:
+    """The seed of unit ``unit``'s image ``copy``: independent of the other units and of how they are batched."""
+    return int(np.random.SeedSequence([seed, unit, copy]).generate_state(1)[0])
+
+
+def _layer_shape(model: LoadedModel, layer: str, settings: VisualizeSettings, device) -> tuple[int, ...]:
+    from unitscope.hooks import Trace
+
+    side = settings.input_size or settings.size
+    with torch.no_grad(), Trace(model.module, [layer]) as trace:
+        return tuple(trace(torch.zeros(1, 3, side, side, device=device))[layer].shape[1:])
+
+
+def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_dir: str | Path,
+                    settings: VisualizeSettings = VISUALIZE_DEFAULTS, normalize: str | None = None,
+                    objective: str = "channel", device: torch.device | str = "cpu",
+                    dissected: Dissected | None = None) -> Path:
+    """Optimised images of ``units`` (1-based, as the dissection tables number them) of ``layer``, by every
+    method of ``settings``, written to ``out_dir``: ``images.npz`` (one uint8 array (units, copies, S, S, 3) per
+    method), ``units.csv`` and ``meta.json``. With ``dissected``, ``units`` may be empty (a layer without
+    detectors): the result then says so."""
+    settings.validate()
+    if objective not in UNIT_OBJECTIVES:
+        raise ValueError(f"--objective {objective!r} is not one of {', '.join(UNIT_OBJECTIVES)}")
+    if not units and dissected is None:
+        raise ValueError("no unit to visualise: give --unit N, or --dissection DIR")
+    normalize = normalize or model.default_normalize
+    module = model.module.to(device).eval()
+    shape = _layer_shape(model, layer, settings, device)
+    bad = [u for u in units if not 1 <= u <= shape[0]]
+    if bad:
+        raise ValueError(f"--unit {bad[0]} is out of range: layer {layer!r} has units 1 to {shape[0]}")
+    items = [(unit, copy) for unit in units for copy in range(settings.copies)]
+    objectives = [Objective(objective, unit - 1) for unit, _ in items]
+    check(objectives, shape, layer)
+    optimised = objective_layer(model, layer, settings, device)
+    per_batch = max(settings.copies, settings.batch_size // settings.copies * settings.copies)
+    batches = [range(start, min(start + per_batch, len(items))) for start in range(0, len(items), per_batch)]
+    steps = {"lucid": settings.steps, "pixel": settings.pixel_steps}
+    images, rows = {}, []
+    with progress(total=sum(steps[m] for m in settings.methods) * len(batches), desc="visualize",
+                  unit="step") as bar:
+        for method in settings.methods:
+            parts = []
+            for batch in batches:
+                chosen = [items[i] for i in batch]
+                groups = [[j for j, (u, _) in enumerate(chosen) if u == unit] for unit in dict.fromkeys(u for u, _ in chosen)]
+                result = maximize(module, optimised, [objectives[i] for i in batch], normalize, settings,
+                                  [unit_seed(settings.seed, u, c) for u, c in chosen], method, groups,
+                                  step=lambda: bar.update(1))
+                parts.append(result.images.cpu())
+                peaks = unit_peaks(module, layer, [u - 1 for u, _ in chosen], result.images, normalize,
+                                   settings.input_size, pad=method == "lucid")
+                for (unit, copy), value, peak in zip(chosen, result.objective.tolist(), peaks.tolist()):
+                    dataset = dissected.peaks.get(unit) if dissected else None
+                    rows.append((unit, method, copy, value, peak, dataset,
+                                 None if dataset is None else bool(peak >= dataset)))
+            side = settings.size if method == "lucid" else settings.input_size or settings.size
+            pixels = (torch.cat(parts) if parts else torch.zeros(0, 3, side, side)).clamp(0, 1)
+            pixels = (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            images[method] = pixels.reshape(len(units), settings.copies, *pixels.shape[1:])
+    table = pd.DataFrame(rows, columns=UNITS_COLUMNS)
+    meta = {"kind": VISUALIZATION_KIND, "schema_version": SCHEMA_VERSION,
+            "model": dissected.meta["model"] if dissected else model.name,
+            "model_spec": model.spec, "weights_sha256": model.weights_sha256(), "checkpoint": model.checkpoint,
+            "normalize": normalize, "layer": layer, "objective_layer": optimised, "units": list(units),
+            "objective": objective,
+            "settings": {**asdict(settings), "methods": list(settings.methods)},
+            "dissection": None if dissected is None else {"path": str(dissected.path), "run": dissected.path.parent.name},
+            "unitscope_version": __version__}
+    out_dir = Path(out_dir)
+    with staged_directory(out_dir) as staged:
+        write_npz(images, staged / "images.npz", compressed=True)
+        write_csv(table, staged / "units.csv")
+        write_json(meta, staged / "meta.json")
+    return out_dir

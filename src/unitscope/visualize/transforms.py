@@ -1,0 +1,59 @@
+"""Lucid's transformation robustness (lucid/optvis/transform ``standard_transforms``), drawn per image and
+applied as one resampling: pad 12 px with grey (0.5), jitter up to 8 px, scale by one of 0.90, 0.92, …, 1.10,
+rotate by one of −10…10° (0° five times more likely, as Lucid's list), jitter up to 4 px.
+
+Lucid draws one transformation per step for the whole batch; here every image draws its own from its own
+generator (so an image does not depend on which others share its batch), and the jitters, scale and rotation
+are composed into one affine map sampled with ``grid_sample`` (bilinear, zeros outside as Lucid's kornia warps):
+the same geometry with one interpolation instead of three. Scale and rotation are about the centre and keep the
+canvas size, where Lucid resizes the canvas for the scale; the output is always ``size + 2 · PAD`` square.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PAD = 12
+PAD_VALUE = 0.5
+JITTERS = (8, 4)
+SCALES = tuple(1 + (i - 5) / 50 for i in range(11))
+ANGLES = tuple(range(-10, 11)) + 5 * (0,)
+
+
+def draw(rng: np.random.Generator) -> tuple[int, int, float, float, int, int]:
+    """One image's transformation: (dx1, dy1, scale, degrees, dx2, dy2)."""
+    dx1, dy1 = (int(v) for v in rng.integers(JITTERS[0], size=2))
+    scale = float(SCALES[rng.integers(len(SCALES))])
+    degrees = float(ANGLES[rng.integers(len(ANGLES))])
+    dx2, dy2 = (int(v) for v in rng.integers(JITTERS[1], size=2))
+    return dx1, dy1, scale, degrees, dx2, dy2
+
+
+def affine(params: Sequence[float], side: int) -> torch.Tensor:
+    """The (2, 3) ``affine_grid`` matrix mapping output to input coordinates (normalised, ``align_corners=False``)
+    of translate(dx1, dy1) → scale → rotate → translate(dx2, dy2) on a ``side``-pixel square canvas."""
+    dx1, dy1, scale, degrees, dx2, dy2 = params
+    theta = math.radians(degrees)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # the inverse of rotate ∘ scale, in image coordinates (y down; a positive angle turns counter-clockwise)
+    inverse = torch.tensor([[cos, -sin], [sin, cos]], dtype=torch.float64) / scale
+    to_unit = 2.0 / side
+    shift2 = torch.tensor([dx2, dy2], dtype=torch.float64) * to_unit
+    shift1 = torch.tensor([dx1, dy1], dtype=torch.float64) * to_unit
+    offset = -inverse @ shift2 - shift1
+    return torch.cat([inverse, offset[:, None]], dim=1).float()
+
+
+def transform(images: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
+    """Images (B, 3, S, S) in [0, 1] → (B, 3, S + 2·PAD, S + 2·PAD), image ``i`` transformed by a draw of
+    ``rngs[i]``."""
+    padded = F.pad(images, [PAD] * 4, value=PAD_VALUE)
+    side = padded.shape[-1]
+    theta = torch.stack([affine(draw(rng), side) for rng in rngs]).to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(padded.shape), align_corners=False)
+    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

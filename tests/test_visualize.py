@@ -1,0 +1,179 @@
+"""Activation maximisation (unitscope.visualize) on tiny hand-built models whose optimum is known."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+from torch import nn
+
+from unitscope.hooks import LayerError
+from unitscope.settings import VisualizeSettings
+from unitscope.visualize.maximize import diversity, gaussian_blur, maximize
+from unitscope.visualize.objectives import Objective, check, values
+from unitscope.visualize.parameterization import FourierImage, fft_frequencies, spectrum_scale
+from unitscope.visualize.transforms import PAD, PAD_VALUE, affine, transform
+
+FAST = VisualizeSettings(size=16, input_size=None, steps=512, pixel_steps=200)
+
+
+class ColorUnit(nn.Module):
+    """One 1×1 convolution: unit 0 = red − green − blue (a red detector), unit 1 = blue − red − green."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[1.0, -1, -1], [-1, -1, 1]]).view(2, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class FilterUnit(nn.Module):
+    """One 7×7 linear filter with no nonlinearity (a vertical edge, bright on the left and dark on the right,
+    smooth enough to survive Yosinski et al.'s blur): its centre neuron is the dot product with the filter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 7, bias=False)
+        ramp = torch.cos(torch.arange(7) * torch.pi / 6).expand(7, 7)  # 1 at the left edge, −1 at the right
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.stack([ramp, ramp, ramp])[None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_fft_frequencies_and_scaling_are_lucids():
+    for h, w in ((8, 8), (6, 7), (5, 4)):
+        freqs = fft_frequencies(h, w)
+        assert freqs.shape == (h, w // 2 + (2 if w % 2 else 1))
+        fy, fx = np.fft.fftfreq(h), np.fft.fftfreq(w)
+        for i in range(h):
+            for j in range(freqs.shape[1]):
+                assert freqs[i, j] == pytest.approx(np.hypot(fy[i], fx[j]))
+    scale = spectrum_scale(8, 8)
+    assert scale[0, 0] == 8  # the DC term: 1 / (1 / max(h, w))
+    assert scale[0, 1] == pytest.approx(8)  # f = 1/8 is the floor itself
+    assert scale[0, 2] == pytest.approx(4)  # f = 2/8
+    assert scale[1, 1] == pytest.approx(1 / np.hypot(1 / 8, 1 / 8))
+
+
+def test_fourier_image_of_a_constant_spectrum():
+    image = FourierImage(8, seeds=[0], decorrelate=False)
+    with torch.no_grad():
+        image.spectrum.zero_()
+        image.spectrum[0, :, 0, 0, 0] = torch.tensor([1.0, 0.0, -2.0])
+    # DC a · scale 8, inverse orthonormal FFT: a · 8 / sqrt(64) = a everywhere; ÷ 4; sigmoid
+    expected = torch.sigmoid(torch.tensor([1.0, 0.0, -2.0]) / 4)
+    assert torch.allclose(image()[0], expected.view(3, 1, 1).expand(3, 8, 8), atol=1e-6)
+
+
+def test_fourier_images_are_seeded_per_image():
+    a, b = FourierImage(16, seeds=[3, 4]), FourierImage(16, seeds=[4])
+    assert torch.equal(a.spectrum[1], b.spectrum[0])
+    assert not torch.equal(a.spectrum[0], a.spectrum[1])
+    assert float(a.spectrum.detach().std()) == pytest.approx(0.01, rel=0.1)
+
+
+def test_transforms_keep_sizes_are_seeded_and_compose_exactly():
+    images = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    out = transform(images, [np.random.default_rng(1), np.random.default_rng(2)])
+    assert out.shape == (2, 3, 20 + 2 * PAD, 20 + 2 * PAD)
+    again = transform(images, [np.random.default_rng(1), np.random.default_rng(2)])
+    assert torch.equal(out, again)
+    assert not torch.equal(out, transform(images, [np.random.default_rng(5), np.random.default_rng(2)]))
+    padded = torch.nn.functional.pad(images, [PAD] * 4, value=PAD_VALUE)
+    side = padded.shape[-1]
+    grid = lambda params: torch.nn.functional.affine_grid(  # noqa: E731
+        affine(params, side)[None].expand(2, 2, 3), list(padded.shape), align_corners=False)
+    sample = lambda params: torch.nn.functional.grid_sample(padded, grid(params), align_corners=False)  # noqa: E731
+    assert torch.allclose(sample((0, 0, 1.0, 0.0, 0, 0)), padded, atol=1e-5)
+    shifted = sample((3, 2, 1.0, 0.0, 1, 0))  # content moves right by 3 + 1 and down by 2
+    assert torch.allclose(shifted[..., 2:, 4:], padded[..., :-2, :-4], atol=1e-5)
+    assert shifted[..., :2, :].abs().max() < 1e-5 and shifted[..., :, :4].abs().max() < 1e-5  # zeros filled
+    turned = sample((0, 0, 1.0, 90.0, 0, 0))
+    assert torch.allclose(turned, torch.rot90(padded, 1, dims=(2, 3)), atol=1e-4)
+
+
+def test_gaussian_blur_is_scipys():
+    images = torch.rand(2, 3, 13, 17, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for sigma in (0.5, 1.0, 2.0):
+        expected = np.stack([[scipy.ndimage.gaussian_filter(c, sigma, mode="reflect") for c in image]
+                             for image in images.numpy()])
+        assert np.allclose(gaussian_blur(images, sigma).numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["lucid", "pixel"])
+def test_a_colour_unit_gets_an_image_of_its_colour(method):
+    settings = dataclasses.replace(FAST, methods=(method,))
+    result = maximize(ColorUnit(), "conv", [Objective("channel", 0), Objective("channel", 1)], "none", settings,
+                      seeds=[0, 1], method=method)
+    red, blue = result.images.mean(dim=(2, 3))
+    assert red[0] > 0.6 and red[1] < 0.2 and red[2] < 0.2
+    assert blue[2] > 0.6 and blue[0] < 0.2 and blue[1] < 0.2
+
+
+@pytest.mark.parametrize("method", ["lucid", "pixel"])
+def test_a_linear_filter_unit_gets_an_image_correlated_with_its_filter(method):
+    model = FilterUnit()
+    # Lucid's jitter (up to 11 px) would average a 7×7 random filter away: this checks the parameterisation
+    settings = dataclasses.replace(FAST, methods=(method,), size=7, input_size=None, transforms=False)
+    result = maximize(model, "conv", [Objective("neuron", 0)], "none", settings, seeds=[0], method=method)
+    image = result.images[0]
+    weights = model.conv.weight[0].detach()
+    correlation = np.corrcoef(image.flatten().numpy(), weights.flatten().numpy())[0, 1]
+    assert correlation > 0.7
+    assert float(result.objective[0]) == pytest.approx(float((image * weights).sum()), rel=1e-4)
+
+
+def test_batched_images_equal_one_at_a_time():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU())
+    torch.manual_seed(0)
+    for module in model:
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight)
+    settings = dataclasses.replace(FAST, steps=20)
+    objectives = [Objective("channel", 1), Objective("neuron", 3), Objective("channel", 4)]
+    batched = maximize(model, "3", objectives, "none", settings, seeds=[7, 8, 9])
+    for i, objective in enumerate(objectives):
+        alone = maximize(model, "3", [objective], "none", settings, seeds=[7 + i])
+        assert torch.allclose(batched.images[i], alone.images[0], atol=1e-5)
+    again = maximize(model, "3", objectives, "none", settings, seeds=[7, 8, 9])
+    assert torch.equal(batched.images, again.images)
+
+
+def test_diversity_of_identical_and_orthogonal_copies():
+    same = torch.ones(2, 3, 4, 4)
+    assert float(diversity(same, [[0, 1]])) == pytest.approx(1.0)
+    apart = torch.zeros(2, 2, 1, 1)
+    apart[0, 0], apart[1, 1] = 1, 1
+    assert float(diversity(apart, [[0, 1]])) == 0.0
+    assert float(diversity(same, [[0], [1]])) == 0.0
+
+
+def test_objective_values_by_hand():
+    output = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
+    found = values([Objective("channel", 1), Objective("direction", vector=(1.0, 0.0, -1.0))], output)
+    assert found[0] == output[0, 1].mean()
+    assert found[1] == (output[1, 0] - output[1, 2]).mean()
+    found = values([Objective("neuron", 2), Objective("neuron", 0, position=(0, 1))], output)
+    assert found[0] == output[0, 2, 1, 1] and found[1] == output[1, 0, 0, 1]
+    assert values([Objective("logit", 2)], torch.tensor([[0.0, 1.0, 5.0]]))[0] == 5.0
+
+
+def test_bad_objectives_and_settings_get_one_line_errors():
+    with pytest.raises(LayerError, match="no spatial maps.*channel objective"):
+        check([Objective("neuron", 0)], (10,), "fc")
+    with pytest.raises(LayerError, match="index 12 is out of range; 'conv' has 4 units"):
+        check([Objective("channel", 12)], (4, 3, 3), "conv")
+    with pytest.raises(LayerError, match="direction of length 2"):
+        check([Objective("direction", vector=(1.0, 2.0))], (4, 3, 3), "conv")
+    with pytest.raises(ValueError, match="--steps must be at least 1, got 0"):
+        VisualizeSettings(steps=0).validate()
+    with pytest.raises(ValueError, match="--method 'deepdream' is not one of lucid, pixel"):
+        VisualizeSettings(methods=("deepdream",)).validate()

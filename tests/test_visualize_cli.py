@@ -1,0 +1,115 @@
+"""``unitscope visualize`` as a user runs it: on a dissection's detectors, its result files and report pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from unitscope.broden.writer import BrodenWriter
+from unitscope.cli import main
+from unitscope.models import load_model
+from unitscope.report.collect import slugify
+from unitscope.report.site import build_site
+from unitscope.visualize.run import UNITS_COLUMNS
+
+FAST = ["--steps", "4", "--pixel-steps", "4", "--size", "16", "--input-size", "64"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def dissected(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny Broden dataset and ProbeCNN's conv4 dissected on it."""
+    tmp = tmp_path_factory.mktemp("visualize")
+    dataset = tmp / "broden"
+    rng = np.random.default_rng(0)
+    with BrodenWriter(dataset, {1: "thing", 2: "stuff"}, image_size=64, label_size=32) as writer:
+        for i in range(12):
+            mask = np.zeros((32, 32), dtype=np.int64)
+            mask[: 8 + i, : 10 + i] = 1
+            mask[20:, 20:] = 2
+            writer.add_image("obj", f"o{i}", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                             pixel_layers={"object": [mask]})
+    result = invoke("dissect", "--dataset", str(dataset), "--model", "probecnn", "--layer", "conv4",
+                    "--out", str(tmp / "dissect"), "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    return dataset, tmp / "dissect" / "conv4"
+
+
+def test_visualize_takes_the_dissections_detectors_and_records_their_peaks(dissected, tmp_path) -> None:
+    dataset, dissection = dissected
+    out = tmp_path / "vis"
+    result = invoke("visualize", "--model", "probecnn", "--dissection", str(dissection), "--max-units", "3",
+                    "--method", "lucid", "--method", "pixel", *FAST, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    tally = pd.read_csv(dissection / "tally.csv")
+    meta = json.loads((dissection / "meta.json").read_text())
+    detectors = tally[tally["score"] > meta["iou_threshold"]]["unit"].tolist()  # tally order: best IoU first
+    assert len(detectors) >= 3
+    written = json.loads((out / "meta.json").read_text())
+    assert written["kind"] == "unit-visualization" and written["units"] == detectors[:3]
+    assert written["layer"] == "conv4" and written["objective_layer"] == "conv4.1"  # before conv4's ReLU
+    images = np.load(out / "images.npz")
+    assert images["lucid"].shape == (3, 1, 16, 16, 3) and images["pixel"].shape == (3, 1, 64, 64, 3)
+    assert images["lucid"].dtype == np.uint8
+    units = pd.read_csv(out / "units.csv")
+    assert list(units.columns) == UNITS_COLUMNS and len(units) == 6
+    top = pd.read_csv(dissection / "top_images.csv")
+    first = top[top["rank"] == 1].set_index("unit")["max_activation"]
+    for row in units.itertuples():
+        assert row.dataset_peak == pytest.approx(first[row.unit])
+        assert row.reaches_dataset == (row.peak >= row.dataset_peak)
+    # the recorded peak is the unit's highest activation on the stored image (Lucid: with its grey border)
+    model = load_model("probecnn").module.eval()
+    row = units[(units["method"] == "pixel")].iloc[0]
+    pixels = torch.from_numpy(images["pixel"][0, 0]).permute(2, 0, 1)[None].float() / 255
+    from unitscope.models.normalize import float_normalizer
+    with torch.no_grad():
+        conv4 = model.conv4(model.pool3(model.conv3(model.pool2(model.conv2(model.pool1(model.conv1(
+            float_normalizer("imagenet")(pixels))))))))
+    assert float(conv4[0, int(row["unit"]) - 1].max()) == pytest.approx(row["peak"], rel=1e-2, abs=1e-3)
+
+    site = build_site([dissection, out], dataset, tmp_path / "site", workers=1)
+    model = slugify(meta["model"])  # "probecnn (untrained)": the dissection's name for the model
+    assert written["model"] == meta["model"]
+    unit_page = (site / model / "conv4" / f"unit-{detectors[0]:04d}.html").read_text()
+    assert "Activation maximisation" in unit_page
+    image = f"visualize/{model}/conv4/unit-{detectors[0]:04d}-lucid-0.webp"
+    assert f'src="../../{image}"' in unit_page and (site / image).is_file()
+    overview = (site / "visualize" / f"{model}.html").read_text()
+    assert f"unit-{detectors[2]:04d}-pixel-0.webp" in overview and f"../{model}/conv4/unit-" in overview
+    assert "Visualisations" in (site / "index.html").read_text()
+
+
+def test_visualize_named_units_without_a_dissection(tmp_path) -> None:
+    out = tmp_path / "vis"
+    result = invoke("visualize", "--model", "probecnn", "--layer", "conv2", "--unit", "5", "--unit", "2",
+                    "--objective", "neuron", "--post-activation", *FAST, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["units"] == [5, 2] and meta["objective_layer"] == "conv2" and meta["dissection"] is None
+    units = pd.read_csv(out / "units.csv")
+    assert units["dataset_peak"].isna().all() and units["unit"].tolist() == [5, 2]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--layer", "conv2", "--unit", "65"], "--unit 65 is out of range: layer 'conv2' has units 1 to 64"),
+    (["--layer", "fc", "--unit", "1", "--objective", "neuron"], "layer 'fc' has no spatial maps"),
+    (["--layer", "conv9", "--unit", "1"], "has no layer 'conv9'"),
+    (["--unit", "1"], "--layer is needed without --dissection"),
+    (["--layer", "conv2"], "no unit to visualise: give --unit N, or --dissection DIR"),
+    (["--layer", "conv2", "--unit", "1", "--steps", "0"], "Invalid value for '--steps'"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message) -> None:
+    out = tmp_path / "vis"
+    result = CliRunner().invoke(main, ["visualize", "--model", "probecnn", *args, *FAST[2:], "--out", str(out)])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not out.exists() and not list(tmp_path.iterdir())
