@@ -83,3 +83,4 @@ def test_visualize_defaults_agree() -> None:
     run = visualize["runs"]["additionalProperties"]["properties"]
     assert tuple(run["methods"]["items"]["enum"]) == VISUALIZATION_METHODS
     assert tuple(run["methods"]["default"]) == VISUALIZE_DEFAULTS.methods
+    assert run["top_images"]["default"] == _option("visualize", "top_images").default == 0

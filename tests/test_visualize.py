@@ -14,7 +14,9 @@ from unitscope.hooks import LayerError
 from unitscope.settings import VisualizeSettings
 from unitscope.visualize.maximize import diversity, gaussian_blur, maximize
 from unitscope.visualize.objectives import Objective, check, values
+from unitscope.saliency.rectifiers import RectifierError
 from unitscope.visualize.parameterization import FourierImage, fft_frequencies, spectrum_scale
+from unitscope.visualize.projections import PROJECTIONS, project, support_box
 from unitscope.visualize.transforms import PAD, PAD_VALUE, affine, transform
 
 FAST = VisualizeSettings(size=16, input_size=None, steps=512, pixel_steps=200)
@@ -177,3 +179,59 @@ def test_bad_objectives_and_settings_get_one_line_errors():
         VisualizeSettings(steps=0).validate()
     with pytest.raises(ValueError, match="--method 'deepdream' is not one of lucid, pixel"):
         VisualizeSettings(methods=("deepdream",)).validate()
+
+
+# --- DeconvNet and guided projections of real images --------------------------------------------------------
+
+
+def test_the_deconvnet_projection_of_one_convolution_is_its_transposed_convolution():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, bias=False), nn.ReLU())
+    torch.manual_seed(0)
+    nn.init.normal_(model[0].weight)
+    inputs = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        output = model(inputs)
+    for method in PROJECTIONS:
+        projected = project(model, "1", [1, 0], inputs, method)
+        for i, unit in enumerate((1, 0)):
+            value = output[i, unit].max()
+            row, column = divmod(int(output[i, unit].argmax()), output.shape[-1])
+            expected = torch.zeros(3, 9, 9)
+            expected[:, row:row + 3, column:column + 3] = value * model[0].weight[unit].detach()
+            assert torch.allclose(projected.maps[i], expected, atol=1e-5), method
+            assert projected.activation[i] == value and projected.position[i].tolist() == [row, column]
+
+
+def test_projections_differ_by_rule_and_do_not_depend_on_the_batch():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3), nn.ReLU6())
+    torch.manual_seed(0)
+    inputs = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    deconv = project(model, "3", [0, 1, 2], inputs, "deconvnet")
+    guided = project(model, "3", [0, 1, 2], inputs, "guided-backprop")
+    assert not torch.allclose(deconv.maps, guided.maps)
+    alone = project(model, "3", [1], inputs[1:2], "deconvnet")
+    assert torch.allclose(alone.maps[0], deconv.maps[1], atol=1e-6)
+
+
+def test_projections_refuse_functional_rectifiers_and_flat_layers():
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.conv(x))
+
+    with pytest.raises(RectifierError, match="no nn.ReLU or nn.ReLU6 module"):
+        project(Functional(), "conv", [0], torch.randn(1, 3, 8, 8), "deconvnet")
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(12, 2), nn.ReLU())
+    with pytest.raises(ValueError, match="needs spatial maps"):
+        project(flat, "2", [0], torch.randn(1, 3, 2, 2), "guided-backprop")
+
+
+def test_support_box_is_a_square_around_the_nonzero_pixels():
+    maps = np.zeros((3, 20, 30))
+    maps[1, 4:7, 10:18] = 1.0
+    assert support_box(maps, (0, 0), 4) == (1, 10, 9, 18)  # 8 × 8 around rows 4–6, columns 10–17
+    assert support_box(np.zeros((3, 20, 30)), (19, 29), 6) == (14, 24, 20, 30)  # empty: around, clipped
+    assert support_box(maps, (0, 0), 40) == (0, 4, 20, 24)  # never more than the image, centred on the support

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from unitscope.broden.writer import BrodenWriter
 from unitscope.cli import main
@@ -48,7 +49,8 @@ def test_visualize_takes_the_dissections_detectors_and_records_their_peaks(disse
     dataset, dissection = dissected
     out = tmp_path / "vis"
     result = invoke("visualize", "--model", "probecnn", "--dissection", str(dissection), "--max-units", "3",
-                    "--method", "lucid", "--method", "pixel", *FAST, "--out", str(out))
+                    "--method", "lucid", "--method", "pixel", "--top-images", "2", "--dataset", str(dataset), *FAST,
+                    "--out", str(out))
     assert result.exit_code == 0, result.output
     tally = pd.read_csv(dissection / "tally.csv")
     meta = json.loads((dissection / "meta.json").read_text())
@@ -77,6 +79,22 @@ def test_visualize_takes_the_dissections_detectors_and_records_their_peaks(disse
             float_normalizer("imagenet")(pixels))))))))
     assert float(conv4[0, int(row["unit"]) - 1].max()) == pytest.approx(row["peak"], rel=1e-2, abs=1e-3)
 
+    # DeconvNet and guided views of each unit's first two top images, cropped where the projections reach
+    views = np.load(out / "views.npz")
+    assert sorted(views.files) == ["deconvnet", "guided-backprop", "image"]
+    assert all(views[name].shape == (3, 2, 64, 64, 3) for name in views.files)
+    table = pd.read_csv(out / "views.csv")
+    expected = top[top["rank"] <= 2].set_index(["unit", "rank"])["image"]
+    assert [(r.unit, r["rank"]) for _, r in table.iterrows()] == [(u, k) for u in detectors[:3] for k in (1, 2)]
+    row = table.iloc[0]
+    assert row["image"] == expected[(row["unit"], 1)]
+    image = np.asarray(Image.open(dataset / "images" / row["image"]).convert("RGB"))
+    crop = image[row["top"]:row["bottom"], row["left"]:row["right"]]
+    assert crop.shape[0] == crop.shape[1] >= 16
+    tile = np.asarray(Image.fromarray(crop).resize((64, 64), Image.Resampling.BILINEAR))
+    assert np.array_equal(views["image"][0, 0], tile)
+    assert views["deconvnet"][0, 0].std() > 0 and not np.array_equal(views["deconvnet"], views["guided-backprop"])
+
     site = build_site([dissection, out], dataset, tmp_path / "site", workers=1)
     model = slugify(meta["model"])  # "probecnn (untrained)": the dissection's name for the model
     assert written["model"] == meta["model"]
@@ -84,6 +102,9 @@ def test_visualize_takes_the_dissections_detectors_and_records_their_peaks(disse
     assert "Activation maximisation" in unit_page
     image = f"visualize/{model}/conv4/unit-{detectors[0]:04d}-lucid-0.webp"
     assert f'src="../../{image}"' in unit_page and (site / image).is_file()
+    assert "Where it looks in its top images" in unit_page
+    view = f"visualize/{model}/conv4/unit-{detectors[0]:04d}-top2-guided-backprop.webp"
+    assert f'src="../../{view}"' in unit_page and (site / view).is_file()
     overview = (site / "visualize" / f"{model}.html").read_text()
     assert f"unit-{detectors[2]:04d}-pixel-0.webp" in overview and f"../{model}/conv4/unit-" in overview
     assert "Visualisations" in (site / "index.html").read_text()
@@ -107,6 +128,7 @@ def test_visualize_named_units_without_a_dissection(tmp_path) -> None:
     (["--unit", "1"], "--layer is needed without --dissection"),
     (["--layer", "conv2"], "no unit to visualise: give --unit N, or --dissection DIR"),
     (["--layer", "conv2", "--unit", "1", "--steps", "0"], "Invalid value for '--steps'"),
+    (["--layer", "conv2", "--unit", "1", "--top-images", "2"], "--top-images needs --dissection"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message) -> None:
     out = tmp_path / "vis"

@@ -413,6 +413,9 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         unit = visualized["units"][0]
         assert "Activation maximisation" in (clone / f"reports/site/probecnn/conv4/unit-{unit:04d}.html").read_text()
         assert (clone / f"reports/site/visualize/probecnn/conv4/unit-{unit:04d}-pixel-0.webp").is_file()
+        views = pd.read_csv(clone / "results/visualize/probecnn/conv4/views.csv")
+        assert set(views["rank"]) <= {1, 2} and (clone / f"reports/site/visualize/probecnn/conv4/unit-{unit:04d}"
+                                                  "-top1-deconvnet.webp").is_file()
     assert (clone / "reports/site/visualize/probecnn.html").is_file()
 
     # A result left over from a model since removed from the config never reaches the site.

@@ -1,5 +1,6 @@
-# Activation maximisation of dissected units (docs/visualize.md): one job per (run, layer) under
-# `visualize.runs`, on the run's dissection (its detectors, best IoU first, and their highest activations).
+# Activation maximisation of dissected units, and DeconvNet and guided views of their top images
+# (docs/visualize.md): one job per (run, layer) under `visualize.runs`, on the run's dissection (its detectors,
+# best IoU first, their highest activations and top images).
 
 VISUALIZE = config.get("visualize") or {}
 
@@ -27,12 +28,9 @@ REPORT_RESULTS.extend(visualized())
 
 
 def visualize_inputs(wildcards) -> dict:
-    check_device()
-    source = RUNS[wildcards.run].source
-    inputs = {"dissection": f"results/dissect/{wildcards.run}/{wildcards.layer}"}
-    if source.iteration is not None:
-        inputs["weights"] = f"results/models/{source.training}"
-    return inputs
+    """The dissection, the weights it was computed with and its dataset (whose top images are projected)."""
+    return {"dissection": f"results/dissect/{wildcards.run}/{wildcards.layer}",
+            **forward_inputs(RUNS[wildcards.run].source)}
 
 
 def visualize_options(wildcards) -> str:
@@ -44,6 +42,9 @@ def visualize_options(wildcards) -> str:
                f"--steps {VISUALIZE['steps']}", f"--pixel-steps {VISUALIZE['pixel_steps']}",
                f"--seed {VISUALIZE['seed']}", f"--device {config['device']}"]
     options += [f"--method {method}" for method in entry["methods"]]
+    if entry["top_images"]:
+        dataset = dataset_dir(model_dataset(RUNS[wildcards.run].source.model))
+        options.append(f"--top-images {entry['top_images']} --dataset {shlex.quote(dataset)}")
     if entry.get("max_units"):
         options.append(f"--max-units {entry['max_units']}")
     return " ".join(options)

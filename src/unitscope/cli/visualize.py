@@ -23,6 +23,11 @@ D = VISUALIZE_DEFAULTS
               help="A dissection result of the layer (results/dissect/<run>/<layer>): its detectors are the default "
                    "units, and its highest activation of each unit over the dataset is recorded beside ours.")
 @click.option("--max-units", type=click.IntRange(1), default=None, help="Visualise only the first N units.")
+@click.option("--top-images", type=click.IntRange(0), default=0, show_default=True,
+              help="Also project each unit's strongest activation on its first N top images of the --dissection back "
+                   "to the pixels (DeconvNet and guided backprop), cropped to where it reaches.")
+@click.option("--dataset", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The dissected dataset (Broden format), whose images --top-images reads.")
 @click.option("--objective", type=click.Choice(["channel", "neuron"]), default="channel", show_default=True,
               help="The unit's mean activation over its map, or its centre neuron.")
 @click.option("--post-activation", is_flag=True,
@@ -45,7 +50,7 @@ D = VISUALIZE_DEFAULTS
 @normalize_option
 @device_option
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
-def visualize(model_spec, arch, layer, units, dissection, max_units, objective, post_activation, methods, size, input_size, steps,
+def visualize(model_spec, arch, layer, units, dissection, max_units, top_images, dataset, objective, post_activation, methods, size, input_size, steps,
               pixel_steps, copies, diversity, batch_size, seed, normalize, device, out_dir) -> None:
     """Activation maximisation: the image each unit of a layer prefers (Lucid's recipe; Yosinski et al.'s)."""
     from unitscope.models import load_model
@@ -66,7 +71,7 @@ def visualize(model_spec, arch, layer, units, dissection, max_units, objective, 
         chosen = list(units) or (dissected.detectors if dissected else [])
         model = load_model(model_spec, arch)
         written = visualize_units(model, layer, chosen[:max_units], out_dir, settings, normalize or (
-            dissected.meta.get("normalize") if dissected else None), objective, device, dissected)
+            dissected.meta.get("normalize") if dissected else None), objective, device, dissected, top_images, dataset)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(str(written))

@@ -16,12 +16,13 @@ import pandas as pd
 from unitscope.report.collect import ReportInputError, read_json, slugify
 from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs
 from unitscope.report.strips import save_webp
-from unitscope.visualize.run import UNITS_COLUMNS
+from unitscope.visualize.run import UNITS_COLUMNS, VIEW_TILE
 
 if TYPE_CHECKING:
     from unitscope.report.site import SiteWriter
 
 METHOD_NAMES = {"lucid": "Lucid (Fourier image, transforms)", "pixel": "pixels (Yosinski et al.)"}
+VIEW_NAMES = {"image": "top image", "deconvnet": "DeconvNet", "guided-backprop": "guided backprop"}
 #: Side of an optimised image on the pages, in pixels.
 TILE = 128
 
@@ -31,6 +32,7 @@ class _Layer:
     directory: Path
     meta: dict
     units: pd.DataFrame
+    views: pd.DataFrame | None
 
     @property
     def folder(self) -> str:
@@ -38,6 +40,9 @@ class _Layer:
 
     def image(self, unit: int, method: str, copy: int) -> str:
         return f"{self.folder}/unit-{unit:04d}-{method}-{copy}.webp"
+
+    def view(self, unit: int, rank: int, kind: str) -> str:
+        return f"{self.folder}/unit-{unit:04d}-top{rank}-{kind}.webp"
 
 
 class VisualizationSection(Section):
@@ -62,7 +67,8 @@ class VisualizationSection(Section):
             if key in self.layers:
                 raise ReportInputError(f"{directory}: a second visualisation of {key[0]} · {key[1]}; give one per "
                                        "model and layer")
-            self.layers[key] = _Layer(directory, meta, units)
+            views = pd.read_csv(directory / "views.csv", keep_default_na=False) if meta.get("top_images") else None
+            self.layers[key] = _Layer(directory, meta, units, views)
 
     def nav(self) -> list[NavLink]:
         return [NavLink("Visualisations", "visualize/index.html", "visualize")]
@@ -76,6 +82,13 @@ class VisualizationSection(Section):
                     for u, unit in enumerate(entry.meta["units"]):
                         for copy, pixels in enumerate(images[method][u]):
                             save_webp(_tile(pixels), site.root / entry.image(unit, method, copy))
+            if entry.views is not None:
+                position = {unit: u for u, unit in enumerate(entry.meta["units"])}
+                with np.load(entry.directory / "views.npz") as views:
+                    for row in entry.views.itertuples():
+                        for kind in VIEW_NAMES:
+                            save_webp(views[kind][position[row.unit], row.rank - 1],
+                                      site.root / entry.view(row.unit, row.rank, kind))
             models.setdefault(model, []).append({
                 "layer": layer, "entry": entry, "methods": entry.meta["settings"]["methods"],
                 "cards": [self._card(entry, unit) for unit in entry.meta["units"]],
@@ -112,7 +125,27 @@ class VisualizationSection(Section):
                 f"{settings['size']} px Fourier image for Lucid). The activation under each image is the unit's own "
                 f'(after its rectifier). <a href="../../visualize/{slugify(model)}.html">All visualised units of '
                 f'{escape(model)}</a>.</p><div class="tiles">{"".join(figures)}</div>')
-        return [Panel("Activation maximisation", html)]
+        panels = [Panel("Activation maximisation", html)]
+        if entry.views is not None:
+            panels.append(Panel("Where it looks in its top images", self._views_html(entry, unit)))
+        return panels
+
+    def _views_html(self, entry: _Layer, unit: int) -> str:
+        rows = []
+        for row in entry.views[entry.views["unit"] == unit].itertuples():
+            cells = "".join(f'<td><img src="../../{entry.view(unit, row.rank, kind)}" width="{VIEW_TILE}" '
+                            f'height="{VIEW_TILE}" loading="lazy" alt="{name} of top image {row.rank}"></td>'
+                            for kind, name in VIEW_NAMES.items())
+            side = row.bottom - row.top
+            rows.append(f"<tr><th scope=\"row\">{row.rank}</th>{cells}<td>{row.activation:.3g} at map position "
+                        f"({row.row}, {row.column}); crop {side}×{side} px</td></tr>")
+        header = "".join(f'<th scope="col">{name}</th>' for name in ("rank", *VIEW_NAMES.values(), "kept activation"))
+        return ("<p>The unit's strongest activation on each of its top images, everything else in the layer zeroed, "
+                "projected back to the pixels: by DeconvNet (Zeiler &amp; Fergus 2014; the positive signal passes every "
+                "rectifier) and by guided backprop (only where the rectifier's input was positive too). Grey is 0; the "
+                "crop is the square the projections reach.</p>"
+                f'<div class="table-wrap"><table class="maps"><thead><tr>{header}</tr></thead>'
+                f'<tbody>{"".join(rows)}</tbody></table></div>')
 
     def layer_panels(self, model: str, layer: str) -> list[Panel]:
         entry = self.layers.get((model, layer))

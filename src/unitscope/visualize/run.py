@@ -28,6 +28,10 @@ SCHEMA_VERSION = 1
 #: The objectives that optimise one unit of the layer (``direction`` and ``logit`` are the library's).
 UNIT_OBJECTIVES = ("channel", "neuron")
 UNITS_COLUMNS = ["unit", "method", "copy", "objective", "peak", "dataset_peak", "reaches_dataset"]
+VIEWS_COLUMNS = ["unit", "rank", "image", "activation", "row", "column", "top", "left", "bottom", "right"]
+#: Side of the stored crops of the top images and their projections, and the smallest crop, in pixels.
+VIEW_TILE = 64
+MIN_CROP = 16
 
 
 def objective_layer(model: LoadedModel, layer: str, settings: VisualizeSettings, device) -> str:
@@ -41,13 +45,15 @@ def objective_layer(model: LoadedModel, layer: str, settings: VisualizeSettings,
 
 @dataclass(frozen=True)
 class Dissected:
-    """What a dissection result says about its layer's units: the detectors (1-based, best IoU first) and each
-    unit's highest activation over the dataset (the first of its top images)."""
+    """What a dissection result says about its layer's units: the detectors (1-based, best IoU first), each
+    unit's highest activation over the dataset (the first of its top images) and its top images (``unit``,
+    ``rank``, ``image``: a path below the dataset's ``images/``)."""
 
     path: Path
     meta: dict
     detectors: list[int]
     peaks: dict[int, float]
+    top: pd.DataFrame
 
     @classmethod
     def read(cls, path: str | Path) -> Dissected:
@@ -64,7 +70,60 @@ class Dissected:
         levels = read_null_levels(path / "null.csv") if (path / "null.csv").exists() else None
         detectors = detector_units(tally, meta["iou_threshold"], levels)["unit"].tolist()
         first = top[top["rank"] == 1]
-        return cls(path, meta, detectors, dict(zip(first["unit"].astype(int), first["max_activation"].astype(float))))
+        return cls(path, meta, detectors, dict(zip(first["unit"].astype(int), first["max_activation"].astype(float))),
+                   top[["unit", "rank", "image"]])
+
+
+def _load_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"{path}: cannot read the top image ({error}); is --dataset the dissected dataset?") from None
+
+
+def _tile(pixels: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((VIEW_TILE, VIEW_TILE), Image.Resampling.BILINEAR))
+
+
+def top_image_views(model: LoadedModel, layer: str, units: Sequence[int], dissected: Dissected, dataset: Path,
+                    k: int, normalize: str, batch_size: int, device) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """For each unit's first ``k`` top images: the image, its DeconvNet and guided-backprop projections of the
+    unit's strongest activation, cropped to the pixels they reach and resized to :data:`VIEW_TILE` (one uint8
+    array (units, k, T, T, 3) each), and a :data:`VIEWS_COLUMNS` table."""
+    from unitscope.models.normalize import normalizer
+    from unitscope.visualize.projections import PROJECTIONS, project, signed_rgb, support_box
+
+    top = dissected.top[dissected.top["rank"] <= k]
+    pairs = [(unit, int(row.rank), str(row.image)) for unit in units
+             for row in top[top["unit"] == unit].sort_values("rank").itertuples()]
+    arrays = {name: np.zeros((len(units), k, VIEW_TILE, VIEW_TILE, 3), np.uint8) for name in ("image", *PROJECTIONS)}
+    rows = []
+    position = {unit: i for i, unit in enumerate(units)}
+    normalize_images = normalizer(normalize)
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        pixels = np.stack([_load_image(dataset / "images" / image) for _, _, image in batch])
+        inputs = normalize_images(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()).to(device)
+        projected = {name: project(model.module, layer, [u - 1 for u, _, _ in batch], inputs, name)
+                     for name in PROJECTIONS}
+        for i, (unit, rank, image) in enumerate(batch):
+            maps = {name: result.maps[i].cpu().numpy() for name, result in projected.items()}
+            row, column = (int(v) for v in projected["deconvnet"].position[i])
+            scale = pixels.shape[1] / projected["deconvnet"].maps.shape[-2]
+            top_, left, bottom, right = support_box(np.stack(list(maps.values())),
+                                                    (int(row * scale), int(column * scale)), MIN_CROP)
+            u, r = position[unit], rank - 1
+            arrays["image"][u, r] = _tile(pixels[i, top_:bottom, left:right])
+            for name, values in maps.items():
+                arrays[name][u, r] = _tile(signed_rgb(values[:, top_:bottom, left:right]))
+            rows.append((unit, rank, image, float(projected["deconvnet"].activation[i]), row, column, top_, left,
+                         bottom, right))
+    return arrays, pd.DataFrame(rows, columns=VIEWS_COLUMNS)
 
 
 def unit_seed(seed: int, unit: int, copy: int) -> int:
@@ -83,12 +142,15 @@ def _layer_shape(model: LoadedModel, layer: str, settings: VisualizeSettings, de
 def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_dir: str | Path,
                     settings: VisualizeSettings = VISUALIZE_DEFAULTS, normalize: str | None = None,
                     objective: str = "channel", device: torch.device | str = "cpu",
-                    dissected: Dissected | None = None) -> Path:
+                    dissected: Dissected | None = None, views: int = 0, dataset: str | Path | None = None) -> Path:
     """Optimised images of ``units`` (1-based, as the dissection tables number them) of ``layer``, by every
     method of ``settings``, written to ``out_dir``: ``images.npz`` (one uint8 array (units, copies, S, S, 3) per
-    method), ``units.csv`` and ``meta.json``. With ``dissected``, ``units`` may be empty (a layer without
-    detectors): the result then says so."""
+    method), ``units.csv`` and ``meta.json``; with ``views`` > 0 also the DeconvNet and guided views of each unit's
+    first ``views`` top images of the ``dissected`` ``dataset`` (``views.npz``, ``views.csv``). With
+    ``dissected``, ``units`` may be empty (a layer without detectors): the result then says so."""
     settings.validate()
+    if views and (dissected is None or dataset is None):
+        raise ValueError("--top-images needs --dissection (whose top images they are) and --dataset (their files)")
     if objective not in UNIT_OBJECTIVES:
         raise ValueError(f"--objective {objective!r} is not one of {', '.join(UNIT_OBJECTIVES)}")
     if not units and dissected is None:
@@ -121,14 +183,16 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
                 peaks = unit_peaks(module, layer, [u - 1 for u, _ in chosen], result.images, normalize,
                                    settings.input_size, pad=method == "lucid")
                 for (unit, copy), value, peak in zip(chosen, result.objective.tolist(), peaks.tolist()):
-                    dataset = dissected.peaks.get(unit) if dissected else None
-                    rows.append((unit, method, copy, value, peak, dataset,
-                                 None if dataset is None else bool(peak >= dataset)))
+                    best = dissected.peaks.get(unit) if dissected else None
+                    rows.append((unit, method, copy, value, peak, best, None if best is None else bool(peak >= best)))
             side = settings.size if method == "lucid" else settings.input_size or settings.size
             pixels = (torch.cat(parts) if parts else torch.zeros(0, 3, side, side)).clamp(0, 1)
             pixels = (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             images[method] = pixels.reshape(len(units), settings.copies, *pixels.shape[1:])
     table = pd.DataFrame(rows, columns=UNITS_COLUMNS)
+    if views:
+        view_arrays, view_table = top_image_views(model, layer, units, dissected, Path(dataset), views, normalize,
+                                                  settings.batch_size, device)
     meta = {"kind": VISUALIZATION_KIND, "schema_version": SCHEMA_VERSION,
             "model": dissected.meta["model"] if dissected else model.name,
             "model_spec": model.spec, "weights_sha256": model.weights_sha256(), "checkpoint": model.checkpoint,
@@ -136,10 +200,14 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
             "objective": objective,
             "settings": {**asdict(settings), "methods": list(settings.methods)},
             "dissection": None if dissected is None else {"path": str(dissected.path), "run": dissected.path.parent.name},
+            "top_images": views,
             "unitscope_version": __version__}
     out_dir = Path(out_dir)
     with staged_directory(out_dir) as staged:
         write_npz(images, staged / "images.npz", compressed=True)
         write_csv(table, staged / "units.csv")
+        if views:
+            write_npz(view_arrays, staged / "views.npz", compressed=True)
+            write_csv(view_table, staged / "views.csv")
         write_json(meta, staged / "meta.json")
     return out_dir
