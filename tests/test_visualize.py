@@ -11,7 +11,17 @@ import torch
 from torch import nn
 
 from unitscope.hooks import LayerError
-from unitscope.settings import VisualizeSettings
+from unitscope.saliency.images import load_images
+from unitscope.settings import InversionSettings, VisualizeSettings
+from unitscope.visualize.inversion import (
+    MEAN_PIXEL,
+    _schedule,
+    invert,
+    layer_depths,
+    natural_image_norm,
+    total_variation,
+    tv_weight,
+)
 from unitscope.visualize.maximize import diversity, gaussian_blur, maximize
 from unitscope.visualize.objectives import Objective, check, values
 from unitscope.saliency.rectifiers import RectifierError
@@ -235,3 +245,36 @@ def test_support_box_is_a_square_around_the_nonzero_pixels():
     assert support_box(maps, (0, 0), 4) == (1, 10, 9, 18)  # 8 × 8 around rows 4–6, columns 10–17
     assert support_box(np.zeros((3, 20, 30)), (19, 29), 6) == (14, 24, 20, 30)  # empty: around, clipped
     assert support_box(maps, (0, 0), 40) == (0, 4, 20, 24)  # never more than the image, centred on the support
+
+
+# --- network inversion ------------------------------------------------------------------------------------------
+
+
+def test_inverting_an_invertible_linear_layer_recovers_the_image():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.2, 0.1], [0.1, 1.0, 0.3], [0.2, -0.1, 1.0]]).view(3, 3, 1, 1))
+    images = torch.from_numpy(np.stack([i.pixels for i in load_images(["builtin:chelsea", "builtin:coffee"], 16)]))
+    images = images.permute(0, 3, 1, 2).float() / 255
+    settings = InversionSettings(steps=1000, lambda_alpha=0.0)  # the priors off: the exact inverse is the optimum
+    result = invert(model, "0", images, "imagenet", settings, natural_image_norm(images), [0, 1], lambda_tv=0.0)
+    assert float((result.images - images).abs().max()) < 1e-3 and float(result.error.max()) < 1e-6
+    with_priors = invert(model, "0", images, "imagenet", InversionSettings(steps=100), natural_image_norm(images),
+                         [0, 1], lambda_tv=1.0)
+    assert float(with_priors.error.max()) < 0.2  # the priors pull it away from the exact inverse, not far
+
+
+def test_inversion_priors_schedule_and_depths_by_hand():
+    x = torch.tensor([[[[0.0, 1.0], [3.0, 1.0]]]])
+    # right differences (1, 0 | −2, 0), down differences (3, 0 | 0, 0): per pixel 1 + 9, 0, 4 + 0, 0
+    assert total_variation(x, 2.0).tolist() == [14.0]
+    assert total_variation(x, 1.0).tolist() == [pytest.approx(10 ** 0.5 + 2)]
+    images = torch.zeros(2, 3, 2, 2)
+    mean = torch.tensor(MEAN_PIXEL)
+    assert natural_image_norm(images) == pytest.approx(float(mean.square().sum() * 4) ** 0.5)
+    schedule = _schedule(InversionSettings())
+    assert schedule.count(0.004) == 100 and schedule.count(0.004 * 0.1) == 200 and len(schedule) == 400
+    chain = nn.Sequential(*[nn.Conv2d(3, 3, 1) for _ in range(6)])
+    depths = layer_depths(chain, ["1", "3", "5"], torch.zeros(1, 3, 4, 4))
+    assert depths == {"1": pytest.approx(2 / 6), "3": pytest.approx(4 / 6), "5": 1.0}
+    assert [tv_weight(d) for d in depths.values()] == [1.0, 10.0, 100.0]

@@ -135,3 +135,32 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message) -> No
     result = CliRunner().invoke(main, ["visualize", "--model", "probecnn", *args, *FAST[2:], "--out", str(out)])
     assert result.exit_code != 0 and message in result.output, result.output
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_invert_writes_every_layer_in_depth_order(tmp_path) -> None:
+    out = tmp_path / "inv"
+    result = invoke("invert", "--model", "probecnn", "--layer", "conv3", "--layer", "conv1", "--image",
+                    "builtin:chelsea", "--image", "builtin:rocket", "--size", "32", "--steps", "8", "--name", "mine",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["kind"] == "inversion" and meta["model"] == "mine" and meta["layers"] == ["conv1", "conv3"]
+    assert meta["settings"]["steps"] == 8 and meta["settings"]["alpha"] == 6.0
+    arrays = np.load(out / "reconstructions.npz")
+    assert arrays["original"].shape == (2, 32, 32, 3) and arrays["reconstructions"].shape == (2, 2, 32, 32, 3)
+    table = pd.read_csv(out / "layers.csv")
+    assert table["layer"].tolist() == ["conv1", "conv1", "conv3", "conv3"]
+    assert table["lambda_tv"].tolist() == [1.0, 1.0, 10.0, 10.0]  # conv1 in the first third, conv3 in the second
+    assert ((table["ssim"] > -1) & (table["ssim"] <= 1)).all() and (table["relative_error"] >= 0).all()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--layer", "conv9", "--image", "builtin:chelsea"], "has no layer 'conv9'"),
+    (["--layer", "conv1", "--image", "builtin:lena"], "unknown image 'builtin:lena'"),
+    (["--layer", "conv1", "--image", "builtin:chelsea", "--steps", "0"], "Invalid value for '--steps'"),
+])
+def test_invert_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message) -> None:
+    out = tmp_path / "inv"
+    result = CliRunner().invoke(main, ["invert", "--model", "probecnn", *args, "--size", "32", "--out", str(out)])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -99,6 +99,7 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
         "all": 1, "probe_dataset": 1, "train_probecnn": trainings, "extract": extracts, "dissect": dissects,
         "dimension": dimensions, "provenance": 1, "report": 1, "saliency_maps": explained, "sanity_check": checked,
         "train_digits": 2, "visualize_units": sum(len(entry["layers"]) for entry in config["visualize"]["runs"].values()),
+        "invert_layers": len(config["visualize"]["invert"]["runs"]),
     }
     # Counted by hand for the shipped config: dissections 15 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 5 rotated)
     # + 4 untrained + 12 conditions (4 × 3 seeds) + 1 on permuted labels + 26 EfficientNet (3 layers, 9 swept,
@@ -193,6 +194,10 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
         ({"visualize": {"runs": {"m": {"layers": ["conv2"]}}}},
          "visualize.runs.m.layers`: 'conv2' is not dissected for 'm' (its layers: conv1)"),
         ({"visualize": {"runs": {"m": {"layers": ["conv1"], "methods": ["deepdream"]}}}}, "visualize.runs.m.methods.0"),
+        ({"visualize": {"invert": {"images": ["builtin:lena"], "runs": {"m": None}}}},
+         "visualize.invert.images`: builtin:lena: built-in photographs are astronaut"),
+        ({"visualize": {"invert": {"images": ["builtin:chelsea"], "runs": {"x": None}}}},
+         "visualize.invert.runs.x`: is not a dissected run"),
         ({"models": {"m": {"spec": "efficientnet-lite0", "layers": ["_blocks.4._swish"]}}},
          "models.m.layers`: layer '_blocks.4._swish' is called more than once per forward pass; name one call: "
          "_blocks.4._swish:0, _blocks.4._swish:1"),
@@ -417,6 +422,10 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         assert set(views["rank"]) <= {1, 2} and (clone / f"reports/site/visualize/probecnn/conv4/unit-{unit:04d}"
                                                   "-top1-deconvnet.webp").is_file()
     assert (clone / "reports/site/visualize/probecnn.html").is_file()
+    inverted = pd.read_csv(clone / "results/invert/probecnn/layers.csv")
+    assert list(dict.fromkeys(inverted["layer"])) == ["conv2", "conv4"] and len(inverted) == 4  # depth order
+    assert "Network inversion" in (clone / "reports/site/probecnn/conv2/index.html").read_text()
+    assert (clone / "reports/site/invert/probecnn.html").is_file()
 
     # A result left over from a model since removed from the config never reaches the site.
     leftover = results / "removed-model" / "conv4"

@@ -276,3 +276,26 @@ class VisualizeSettings:
 
 
 VISUALIZE_DEFAULTS = VisualizeSettings()
+
+
+@dataclass(frozen=True)
+class InversionSettings:
+    """Network inversion's settings: Mahendran & Vedaldi's for CNNs (deep-goggle ``experiment_cnn.m``; λ_TV by
+    depth in ``unitscope.visualize.inversion``; recorded in ``meta.json``; docs/visualize.md)."""
+
+    steps: int = 400  # the learning rate drops ×0.1 after a quarter and again after three quarters
+    lr: float = 0.004
+    momentum: float = 0.9
+    alpha: float = 6.0  # the α-norm prior's exponent
+    lambda_alpha: float = 8e-10
+    tv_beta: float = 2.0
+    seed: int = 0  # image i starts from noise seeded (seed, i)
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {self.steps}")
+        if not self.lr > 0 or not 0 <= self.momentum < 1:
+            raise ValueError("--lr must be positive and --momentum lie in [0, 1)")
+
+
+INVERSION_DEFAULTS = InversionSettings()

@@ -419,6 +419,30 @@ def dissected() -> list[str]:
     return [f"results/dissect/{run.name}/{layer}" for run in RUNS.values() for layer in run.layers]
 
 
+def check_images(key: str, images: list[str]) -> None:
+    """Image sources of a config key (files, folders, `dataset:NAME`, `builtin:NAME`), checked at plan time."""
+    from unitscope.saliency.images import BUILTIN
+
+    for image in images:
+        if image.startswith("dataset:") and image.removeprefix("dataset:") not in config["datasets"]:
+            raise config_error(key, f"{image}: no such dataset under `datasets`")
+        if image.startswith("builtin:") and image.removeprefix("builtin:") not in BUILTIN:
+            raise config_error(key, f"{image}: built-in photographs are {', '.join(BUILTIN)}")
+        if not image.startswith(("builtin:", "dataset:")) and not Path(image).exists():
+            raise config_error(key, f"{image} does not exist: put the images there, or name other files, folders, "
+                               "dataset:NAME or builtin:NAME")
+
+
+def image_paths(images: list[str]) -> list[str]:
+    """The `--image` arguments of image sources: `dataset:NAME` becomes that dataset's directory."""
+    return [dataset_dir(i.removeprefix("dataset:")) if i.startswith("dataset:") else i for i in images]
+
+
+def image_datasets(images: list[str]) -> list[str]:
+    """The dataset directories among image sources (job inputs)."""
+    return [dataset_dir(i.removeprefix("dataset:")) for i in images if i.startswith("dataset:")]
+
+
 def report_datasets() -> list[str]:
     return [dataset_dir(name) for name in config["datasets"]]
 

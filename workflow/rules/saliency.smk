@@ -2,8 +2,6 @@
 # one job per model for its maps, one for its randomisation tests; the digits CNNs trained on true and on
 # permuted labels for the paper's MNIST setting.
 
-from unitscope.saliency.images import BUILTIN
-
 SALIENCY = config.get("saliency") or {}
 DIGITS = SALIENCY.get("digits")
 DIGITS_MODEL = "digits-cnn"
@@ -22,15 +20,7 @@ def _check_saliency() -> None:
                                "its own `spec`" if "spec" not in entry else "has a `spec` but is also under `models`")
         if "normalize" in entry and "spec" not in entry:
             raise config_error(f"saliency.models.{model}.normalize", "applies to a `spec` model; set `models.<name>.normalize`")
-        for image in entry["images"]:
-            if image.startswith("dataset:") and image.removeprefix("dataset:") not in config["datasets"]:
-                raise config_error(f"saliency.models.{model}.images", f"{image}: no such dataset under `datasets`")
-            if image.startswith("builtin:") and image.removeprefix("builtin:") not in BUILTIN:
-                raise config_error(f"saliency.models.{model}.images",
-                                   f"{image}: built-in photographs are {', '.join(BUILTIN)}")
-            if not image.startswith(("builtin:", "dataset:")) and not Path(image).exists():
-                raise config_error(f"saliency.models.{model}.images", f"{image} does not exist: put the images "
-                                   "there, or name other files, folders, dataset:NAME or builtin:NAME")
+        check_images(f"saliency.models.{model}.images", entry["images"])
         other = (entry.get("sanity") or {}).get("random_labels")
         if other is not None and (other not in config["models"] or
                                   config["models"][other].get("train", {}).get("labels") != "permuted"):
@@ -83,8 +73,7 @@ def saliency_inputs(wildcards) -> dict:
     _, inputs = _model_weights(wildcards.model)
     if wildcards.model == DIGITS_MODEL:
         return inputs
-    images = SALIENCY["models"][wildcards.model]["images"]
-    datasets = [dataset_dir(i.removeprefix("dataset:")) for i in images if i.startswith("dataset:")]
+    datasets = image_datasets(SALIENCY["models"][wildcards.model]["images"])
     other = (SALIENCY["models"][wildcards.model].get("sanity") or {}).get("random_labels")
     if other is not None:
         inputs["random_labels"] = f"results/models/{RUNS[other].source.training}"
@@ -105,7 +94,7 @@ def saliency_options(wildcards, sanity: bool = False) -> str:
     else:
         entry = SALIENCY["models"][model]
         size = entry.get("size", SALIENCY["size"])
-    images = [dataset_dir(i.removeprefix("dataset:")) if i.startswith("dataset:") else i for i in entry["images"]]
+    images = image_paths(entry["images"])
     check = entry.get("sanity") or {} if sanity else {}
     options = [weights, *_listed("--image", images), f"--size {size}", f"--device {config['device']}",
                f"--smoothgrad-samples {SALIENCY['smoothgrad_samples']}", f"--smoothgrad-noise {SALIENCY['smoothgrad_noise']}",

@@ -1,4 +1,5 @@
-"""``unitscope visualize``: activation maximisation of a layer's units (docs/cli.md)."""
+"""``unitscope visualize`` (activation maximisation of a layer's units, DeconvNet views of their top images) and
+``unitscope invert`` (network inversion of a model's layers; docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import click
 
 from unitscope.options import device_option, normalize_option
-from unitscope.settings import VISUALIZATION_METHODS, VISUALIZE_DEFAULTS
+from unitscope.settings import INVERSION_DEFAULTS, VISUALIZATION_METHODS, VISUALIZE_DEFAULTS
 
 D = VISUALIZE_DEFAULTS
 
@@ -77,4 +78,38 @@ def visualize(model_spec, arch, layer, units, dissection, max_units, top_images,
     click.echo(str(written))
 
 
-COMMANDS = [visualize]
+@click.command()
+@click.option("--model", "model_spec", required=True, help="Model spec (docs/cli.md, Model specs).")
+@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
+@click.option("--layer", "layers", multiple=True, required=True, help="Layer to invert; repeat (shown in depth order).")
+@click.option("--image", "images", multiple=True, required=True,
+              help="Image file, folder, Broden dataset (its val images) or builtin:NAME; repeat.")
+@click.option("--max-images", type=click.IntRange(1), default=None, help="Invert only the first N images.")
+@click.option("--size", type=click.IntRange(8), default=224, show_default=True, help="Side of the square images.")
+@click.option("--steps", type=click.IntRange(1), default=INVERSION_DEFAULTS.steps, show_default=True,
+              help="Gradient steps (the learning rate drops ×0.1 after a quarter and after three quarters).")
+@click.option("--seed", type=int, default=INVERSION_DEFAULTS.seed, show_default=True, help="Seed of the starting noise.")
+@click.option("--name", default=None, help="The model's name in the report (default: the spec's).")
+@normalize_option
+@device_option
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+def invert(model_spec, arch, layers, images, max_images, size, steps, seed, name, normalize, device, out_dir) -> None:
+    """Network inversion (Mahendran & Vedaldi 2015): what each layer keeps of a few images."""
+    import dataclasses
+
+    from unitscope.models import load_model
+    from unitscope.saliency.images import load_images
+    from unitscope.visualize.run import invert_layers
+
+    settings = dataclasses.replace(INVERSION_DEFAULTS, steps=steps, seed=seed)
+    try:
+        settings.validate()
+        loaded = load_images(images, size, max_images)
+        model = load_model(model_spec, arch)
+        written = invert_layers(model, layers, loaded, out_dir, settings, normalize, device, name)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(str(written))
+
+
+COMMANDS = [visualize, invert]

@@ -35,10 +35,10 @@ def sections() -> dict[str, type[Section]]:
     from unitscope.report.dimension import DimensionSection
     from unitscope.report.dissection import DissectionSection
     from unitscope.report.saliency import SaliencySection, SanitySection
-    from unitscope.report.visualize import VisualizationSection
+    from unitscope.report.visualize import InversionSection, VisualizationSection
 
     return {section.kind: section for section in (DissectionSection, DimensionSection, SaliencySection, SanitySection,
-                                                  VisualizationSection)}
+                                                  VisualizationSection, InversionSection)}
 
 
 @lru_cache(maxsize=1)

@@ -184,3 +184,88 @@ def _reached(units: pd.DataFrame) -> str:
              for method, group in known.groupby("method", sort=False)]
     return ("Images whose peak activation of the unit reaches its highest over the dataset's images — "
             + "; ".join(parts) + ".")
+
+
+@dataclass
+class _Inversion:
+    directory: Path
+    meta: dict
+    table: pd.DataFrame
+
+    @property
+    def folder(self) -> str:
+        return f"invert/{slugify(self.meta['model'])}"
+
+    def image(self, layer: str | None, index: int) -> str:
+        return f"{self.folder}/{'original' if layer is None else slugify(layer)}-{index:02d}.webp"
+
+
+class InversionSection(Section):
+    """Network inversion: what each layer keeps of a few images, on the layer pages and in one figure per model
+    (images through all layers in depth order)."""
+
+    kind = "inversion"
+
+    def __init__(self, directories: Sequence[Path], inputs: SiteInputs) -> None:
+        super().__init__(directories, inputs)
+        self.models: dict[str, _Inversion] = {}
+        for directory in self.directories:
+            for name in ("meta.json", "layers.csv", "reconstructions.npz"):
+                if not (directory / name).is_file():
+                    raise ReportInputError(f"{directory / name} not found: {directory} is not the output of "
+                                           "`unitscope invert`")
+            meta = read_json(directory / "meta.json")
+            if meta["model"] in self.models:
+                raise ReportInputError(f"{directory}: a second inversion of {meta['model']}; give one per model")
+            self.models[meta["model"]] = _Inversion(directory, meta, pd.read_csv(directory / "layers.csv"))
+
+    def nav(self) -> list[NavLink]:
+        return [NavLink("Inversion", "invert/index.html", "invert")]
+
+    def write_pages(self, site: SiteWriter, panels: Panels) -> None:
+        for model, entry in sorted(self.models.items()):
+            (site.root / entry.folder).mkdir(parents=True, exist_ok=True)
+            with np.load(entry.directory / "reconstructions.npz") as arrays:
+                for i, pixels in enumerate(arrays["original"]):
+                    save_webp(pixels, site.root / entry.image(None, i))
+                for layer, images in zip(entry.meta["layers"], arrays["reconstructions"], strict=True):
+                    for i, pixels in enumerate(images):
+                        save_webp(pixels, site.root / entry.image(layer, i))
+            site.page(f"invert/{slugify(model)}.html", "invert.html", title=f"Inversion · {model}", section="invert",
+                      entry=entry, rows=self._rows(entry), crumbs=[("Inversion", "index.html"), (model, None)])
+        site.page("invert/index.html", "invert_index.html", title="Inversion", section="invert",
+                  models=[{"name": model, "path": f"{slugify(model)}.html", "layers": entry.meta["layers"]}
+                          for model, entry in sorted(self.models.items())])
+
+    @staticmethod
+    def _rows(entry: _Inversion) -> list[dict]:
+        """One row per image: the original, then each layer's reconstruction with its error and SSIM."""
+        rows = []
+        for i, image in enumerate(entry.meta["images"]):
+            cells = []
+            for layer in entry.meta["layers"]:
+                row = entry.table[(entry.table["layer"] == layer) & (entry.table["image"] == image["name"])].iloc[0]
+                cells.append({"layer": layer, "path": entry.image(layer, i), "error": row["relative_error"],
+                              "ssim": row["ssim"]})
+            rows.append({"name": image["name"], "original": entry.image(None, i), "cells": cells})
+        return rows
+
+    def layer_panels(self, model: str, layer: str) -> list[Panel]:
+        entry = self.models.get(model)
+        if entry is None or layer not in entry.meta["layers"]:
+            return []
+        figures = []
+        for row in self._rows(entry):
+            cell = next(c for c in row["cells"] if c["layer"] == layer)
+            figures.append(
+                f'<figure class="tile"><img src="../../{row["original"]}" width="{TILE}" height="{TILE}" '
+                f'loading="lazy" alt="{escape(row["name"])}"><figcaption>{escape(row["name"])}</figcaption></figure>'
+                f'<figure class="tile"><img src="../../{cell["path"]}" width="{TILE}" height="{TILE}" loading="lazy" '
+                f'alt="reconstruction of {escape(row["name"])} from {escape(layer)}"><figcaption>from this layer: '
+                f'feature error {cell["error"]:.3f}, SSIM {cell["ssim"]:.2f}</figcaption></figure>')
+        html = ("<p>The image whose representation at this layer is closest to each original's, under natural-image "
+                "priors (Mahendran &amp; Vedaldi 2015): what the layer still knows of the image. Feature error: "
+                "‖Φ(x) − Φ₀‖² / ‖Φ₀‖²; SSIM to the original. "
+                f'<a href="../../invert/{slugify(model)}.html">Every layer of {escape(model)}</a>.</p>'
+                f'<div class="tiles">{"".join(figures)}</div>')
+        return [Panel("Network inversion", html)]

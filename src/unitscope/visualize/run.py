@@ -1,6 +1,7 @@
-"""Activation maximisation of a layer's units, written as a result (kind ``unit-visualization``,
-docs/outputs.md): every unit's optimised image(s) by each method, with the unit's activation on them beside its
-highest activation over the dissection's dataset."""
+"""Unit visualisations and layer inversions, written as results (docs/outputs.md): activation maximisation of a
+layer's units (kind ``unit-visualization``: every unit's optimised image(s) by each method, with the unit's
+activation on them beside its highest over the dissection's dataset, and the DeconvNet views of its top images),
+and the inversion of a model's layers for a few images (kind ``inversion``)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from unitscope import __version__
 from unitscope.io import staged_directory, write_csv, write_json, write_npz
 from unitscope.models.registry import LoadedModel
 from unitscope.progress import progress
-from unitscope.settings import VISUALIZE_DEFAULTS, VisualizeSettings
+from unitscope.saliency.images import Image
+from unitscope.settings import INVERSION_DEFAULTS, VISUALIZE_DEFAULTS, InversionSettings, VisualizeSettings
 from unitscope.summary import detector_units, read_null_levels, read_tally
+from unitscope.visualize.inversion import TV_WEIGHTS
 from unitscope.visualize.maximize import maximize, unit_peaks
 from unitscope.visualize.objectives import Objective, check
 from unitscope.visualize.preactivation import pre_activation_layer
@@ -209,5 +212,59 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
         if views:
             write_npz(view_arrays, staged / "views.npz", compressed=True)
             write_csv(view_table, staged / "views.csv")
+        write_json(meta, staged / "meta.json")
+    return out_dir
+
+
+INVERSION_KIND = "inversion"
+INVERSION_COLUMNS = ["layer", "depth", "lambda_tv", "image", "relative_error", "ssim"]
+
+
+def invert_layers(model: LoadedModel, layers: Sequence[str], images: Sequence[Image], out_dir: str | Path,
+                  settings: InversionSettings = INVERSION_DEFAULTS, normalize: str | None = None,
+                  device: torch.device | str = "cpu", name: str | None = None) -> Path:
+    """Mahendran & Vedaldi's inversion (:mod:`unitscope.visualize.inversion`) of every one of ``layers`` for every
+    image, written to ``out_dir``:
+    ``reconstructions.npz`` (``original`` (N, S, S, 3) and ``reconstructions`` (layers, N, S, S, 3), uint8, layers
+    in depth order), ``layers.csv`` (:data:`INVERSION_COLUMNS`) and ``meta.json``; ``name`` is the model's name in
+    the report (default: the spec's)."""
+    from unitscope.saliency.images import BUILTIN, load_images
+    from unitscope.visualize.inversion import invert, layer_depths, natural_image_norm, ssim, tv_weight
+
+    settings.validate()
+    if not layers:
+        raise ValueError("no layer to invert: give --layer NAME")
+    if not images:
+        raise ValueError("no image to invert: give --image")
+    normalize = normalize or model.default_normalize
+    module = model.module.to(device).eval()
+    pixels = np.stack([image.pixels for image in images])
+    side = pixels.shape[1]
+    inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).to(device)
+    depths = layer_depths(module, list(layers), inputs[:1])
+    ordered = sorted(layers, key=lambda layer: depths[layer])
+    natural = load_images([f"builtin:{photo}" for photo in BUILTIN], side)
+    norm = natural_image_norm(torch.from_numpy(np.stack([p.pixels for p in natural])).permute(0, 3, 1, 2).float() / 255)
+    seeds = [unit_seed(settings.seed, i, 0) for i in range(len(images))]
+    reconstructions, rows = [], []
+    with progress(ordered, desc="invert", unit="layer") as bar:
+        for layer in bar:
+            result = invert(module, layer, inputs, normalize, settings, norm, seeds, tv_weight(depths[layer]))
+            recon = (result.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            reconstructions.append(recon)
+            rows += [(layer, depths[layer], tv_weight(depths[layer]), image.name, float(error),
+                      ssim(pixels[i], recon[i])) for i, (image, error) in enumerate(zip(images, result.error.tolist()))]
+    meta = {"kind": INVERSION_KIND, "schema_version": SCHEMA_VERSION, "model": name or model.name,
+            "model_spec": model.spec, "weights_sha256": model.weights_sha256(), "checkpoint": model.checkpoint,
+            "normalize": normalize, "layers": ordered,
+            "images": [{"name": image.name, "source": image.source, "sha256": image.sha256} for image in images],
+            "settings": {**asdict(settings), "tv_weights": list(TV_WEIGHTS), "natural_image_norm": norm,
+                         "natural_images": [f"builtin:{photo}" for photo in BUILTIN]},
+            "unitscope_version": __version__}
+    out_dir = Path(out_dir)
+    with staged_directory(out_dir) as staged:
+        write_npz({"original": pixels, "reconstructions": np.stack(reconstructions)}, staged / "reconstructions.npz",
+                  compressed=True)
+        write_csv(pd.DataFrame(rows, columns=INVERSION_COLUMNS), staged / "layers.csv")
         write_json(meta, staged / "meta.json")
     return out_dir
