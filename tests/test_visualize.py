@@ -262,6 +262,18 @@ def test_inverting_an_invertible_linear_layer_recovers_the_image():
     with_priors = invert(model, "0", images, "imagenet", InversionSettings(steps=100), natural_image_norm(images),
                          [0, 1], lambda_tv=1.0)
     assert float(with_priors.error.max()) < 0.2  # the priors pull it away from the exact inverse, not far
+    assert with_priors.lr_scale.tolist() == [1.0, 1.0]
+    # a step size that diverges: each image restarts with half the rate until it converges
+    restarted = invert(model, "0", images, "imagenet", InversionSettings(steps=100, lr=1.0),
+                       natural_image_norm(images), [0, 1], lambda_tv=1.0)
+    assert (restarted.lr_scale < 1).all() and float(restarted.error.max()) < 0.2
+    dead = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())  # all zero on every image: the error is undefined
+    with torch.no_grad():
+        dead[0].weight.zero_()
+        dead[0].bias.fill_(-1.0)
+    undefined = invert(dead, "1", images, "imagenet", InversionSettings(steps=4), natural_image_norm(images), [0, 1],
+                       lambda_tv=1.0)
+    assert undefined.error.isnan().all() and undefined.lr_scale.tolist() == [1.0, 1.0]
 
 
 def test_inversion_priors_schedule_and_depths_by_hand():

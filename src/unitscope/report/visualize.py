@@ -245,8 +245,8 @@ class InversionSection(Section):
             cells = []
             for layer in entry.meta["layers"]:
                 row = entry.table[(entry.table["layer"] == layer) & (entry.table["image"] == image["name"])].iloc[0]
-                cells.append({"layer": layer, "path": entry.image(layer, i), "error": row["relative_error"],
-                              "ssim": row["ssim"]})
+                cells.append({"layer": layer, "path": entry.image(layer, i), "ssim": row["ssim"],
+                              "error": _inversion_error(row["relative_error"], row["lr_scale"])})
             rows.append({"name": image["name"], "original": entry.image(None, i), "cells": cells})
         return rows
 
@@ -262,10 +262,16 @@ class InversionSection(Section):
                 f'loading="lazy" alt="{escape(row["name"])}"><figcaption>{escape(row["name"])}</figcaption></figure>'
                 f'<figure class="tile"><img src="../../{cell["path"]}" width="{TILE}" height="{TILE}" loading="lazy" '
                 f'alt="reconstruction of {escape(row["name"])} from {escape(layer)}"><figcaption>from this layer: '
-                f'feature error {cell["error"]:.3f}, SSIM {cell["ssim"]:.2f}</figcaption></figure>')
+                f'feature error {cell["error"]}, SSIM {cell["ssim"]:.2f}</figcaption></figure>')
         html = ("<p>The image whose representation at this layer is closest to each original's, under natural-image "
                 "priors (Mahendran &amp; Vedaldi 2015): what the layer still knows of the image. Feature error: "
                 "‖Φ(x) − Φ₀‖² / ‖Φ₀‖²; SSIM to the original. "
                 f'<a href="../../invert/{slugify(model)}.html">Every layer of {escape(model)}</a>.</p>'
                 f'<div class="tiles">{"".join(figures)}</div>')
         return [Panel("Network inversion", html)]
+
+
+def _inversion_error(error: float, lr_scale: float) -> str:
+    """A reconstruction's relative feature error as the pages show it, with the learning rate where it was cut."""
+    text = "undefined (the layer is zero on the image)" if pd.isna(error) else f"{error:.3f}"
+    return text + (f" (at {lr_scale:g}× the authors' rate)" if lr_scale < 1 else "")

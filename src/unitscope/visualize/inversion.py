@@ -33,10 +33,12 @@ MEAN_PIXEL = tuple(255 * m for m in IMAGENET_MEAN)
 
 @dataclass
 class Inverted:
-    """Reconstructions (N, 3, H, W) on [0, 1] and each one's relative feature error ‖Φ(x) − Φ₀‖² / ‖Φ₀‖² (N,)."""
+    """Reconstructions (N, 3, H, W) on [0, 1], each one's relative feature error ‖Φ(x) − Φ₀‖² / ‖Φ₀‖² (N,) and
+    the fraction of the authors' learning rate it was reached with (N,: 1, or less after a divergence)."""
 
     images: torch.Tensor
     error: torch.Tensor
+    lr_scale: torch.Tensor
 
 
 def total_variation(x: torch.Tensor, beta: float) -> torch.Tensor:
@@ -78,36 +80,63 @@ def _schedule(settings: InversionSettings) -> list[float]:
     return [settings.lr * (1.0 if t < first else 0.1 if t < second else 0.01) for t in range(settings.steps)]
 
 
+#: How often an image whose objective diverged (a non-finite value) is restarted with half the learning rate.
+RESTARTS = 6
+
+
 def invert(model: nn.Module, layer: str, images: torch.Tensor, normalize: str, settings: InversionSettings,
            norm: float, seeds: Sequence[int], lambda_tv: float) -> Inverted:
     """Reconstruct each of ``images`` (N, 3, H, W) on [0, 1] from its representation at ``layer``; image ``i``
-    starts from noise drawn from ``seeds[i]``. ``norm`` is B; every image is optimised independently."""
+    starts from noise drawn from ``seeds[i]``. ``norm`` is B; every image is optimised independently. The
+    authors' step size is tuned to AlexNet: where it diverges on another network (the objective turns
+    non-finite), that image starts again with half the learning rate, up to :data:`RESTARTS` times
+    (``Inverted.lr_scale`` records the rate each image ended with)."""
     mean = torch.tensor(MEAN_PIXEL, device=images.device).view(1, 3, 1, 1)
     to_input = float_normalizer(normalize)
     model_input = lambda x: to_input((x + mean) / 255.0)  # noqa: E731
     with Trace(model, [layer], grad=True, stop=True) as trace:
         with torch.no_grad():
             target = trace(model_input(images * 255 - mean))[layer].detach().clone()
-        target_norm = target.flatten(1).square().sum(1)
         noise = torch.stack([torch.randn(images.shape[1:], generator=torch.Generator().manual_seed(s))
                              for s in seeds]).to(images.device)
-        x = (noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * norm).requires_grad_(True)
-        momentum, previous = torch.zeros_like(x), None
-        for lr in _schedule(settings):
-            if lr != previous:
-                momentum.zero_()  # as the authors: a sudden change of rate would overshoot with the old momentum
-                previous = lr
-            error = (trace(model_input(x))[layer] - target).flatten(1).square().sum(1) / target_norm
-            prior = (lambda_tv / 2 * total_variation(x, settings.tv_beta)
-                     + settings.lambda_alpha / 2 * x.abs().pow(settings.alpha).flatten(1).sum(1)) / norm**2
-            (gradient,) = torch.autograd.grad((norm**2 * (error + prior)).sum(), x)
-            with torch.no_grad():
-                momentum.mul_(settings.momentum).sub_(lr * gradient)
-                x.add_(momentum)
+        start = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * norm
+        result = torch.empty_like(start)
+        error = torch.full((len(images),), float("nan"), device=images.device)
+        scale = torch.ones(len(images), device=images.device)
+        todo = torch.arange(len(images), device=images.device)
+        for restart in range(RESTARTS + 1):
+            x, final = _descend(lambda x: trace(model_input(x))[layer], target[todo], start[todo], settings, norm,
+                                lambda_tv, 0.5**restart)
+            result[todo], error[todo], scale[todo] = x, final, 0.5**restart
+            # a layer that is all zero on an image leaves its relative error undefined: no restart helps
+            todo = todo[~torch.isfinite(final) & (target[todo].flatten(1).abs().amax(1) > 0)]
+            if not len(todo):
+                break
+    return Inverted(((result + mean) / 255.0).clamp(0, 1), error, scale)
 
+
+def _descend(features, target: torch.Tensor, start: torch.Tensor, settings: InversionSettings, norm: float,
+             lambda_tv: float, lr_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient descent with momentum on B² · E from ``start``; the final images and relative feature errors."""
+    target_norm = target.flatten(1).square().sum(1)
+    x = start.clone().requires_grad_(True)
+    momentum, previous = torch.zeros_like(x), None
+    for lr in _schedule(settings):
+        lr *= lr_scale
+        if lr != previous:
+            momentum.zero_()  # as the authors: a sudden change of rate would overshoot with the old momentum
+            previous = lr
+        error = (features(x) - target).flatten(1).square().sum(1) / target_norm
+        prior = (lambda_tv / 2 * total_variation(x, settings.tv_beta)
+                 + settings.lambda_alpha / 2 * x.abs().pow(settings.alpha).flatten(1).sum(1)) / norm**2
+        (gradient,) = torch.autograd.grad((norm**2 * (error + prior)).sum(), x)
         with torch.no_grad():
-            final = (trace(model_input(x))[layer] - target).flatten(1).square().sum(1) / target_norm
-    return Inverted(((x.detach() + mean) / 255.0).clamp(0, 1), final)
+            momentum.mul_(settings.momentum).sub_(lr * gradient)
+            x.add_(momentum)
+    with torch.no_grad():
+        final = (features(x) - target).flatten(1).square().sum(1) / target_norm
+        final[~torch.isfinite(x).flatten(1).all(1)] = float("nan")
+    return x.detach(), final
 
 
 def ssim(original: np.ndarray, reconstruction: np.ndarray) -> float:

@@ -217,7 +217,7 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
 
 
 INVERSION_KIND = "inversion"
-INVERSION_COLUMNS = ["layer", "depth", "lambda_tv", "image", "relative_error", "ssim"]
+INVERSION_COLUMNS = ["layer", "depth", "lambda_tv", "image", "relative_error", "ssim", "lr_scale"]
 
 
 def invert_layers(model: LoadedModel, layers: Sequence[str], images: Sequence[Image], out_dir: str | Path,
@@ -252,8 +252,9 @@ def invert_layers(model: LoadedModel, layers: Sequence[str], images: Sequence[Im
             result = invert(module, layer, inputs, normalize, settings, norm, seeds, tv_weight(depths[layer]))
             recon = (result.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             reconstructions.append(recon)
-            rows += [(layer, depths[layer], tv_weight(depths[layer]), image.name, float(error),
-                      ssim(pixels[i], recon[i])) for i, (image, error) in enumerate(zip(images, result.error.tolist()))]
+            rows += [(layer, depths[layer], tv_weight(depths[layer]), image.name, error, ssim(pixels[i], recon[i]), scale)
+                     for i, (image, error, scale) in enumerate(zip(images, result.error.tolist(),
+                                                                   result.lr_scale.tolist()))]
     meta = {"kind": INVERSION_KIND, "schema_version": SCHEMA_VERSION, "model": name or model.name,
             "model_spec": model.spec, "weights_sha256": model.weights_sha256(), "checkpoint": model.checkpoint,
             "normalize": normalize, "layers": ordered,
