@@ -27,7 +27,7 @@ from unitscope.visualize.objectives import Objective, check, values
 from unitscope.saliency.rectifiers import RectifierError
 from unitscope.visualize.parameterization import FourierImage, fft_frequencies, spectrum_scale
 from unitscope.visualize.projections import PROJECTIONS, project, support_box
-from unitscope.visualize.transforms import PAD, PAD_VALUE, affine, transform
+from unitscope.visualize.transforms import PAD, PAD_VALUE, affine, draw, transform
 
 FAST = VisualizeSettings(size=16, input_size=None, steps=512, pixel_steps=200)
 
@@ -93,9 +93,10 @@ def test_fourier_images_are_seeded_per_image():
 
 
 def test_transforms_keep_sizes_are_seeded_and_compose_exactly():
-    images = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    images = 0.25 + 0.5 * torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
     out = transform(images, [np.random.default_rng(1), np.random.default_rng(2)])
     assert out.shape == (2, 3, 20 + 2 * PAD, 20 + 2 * PAD)
+    assert float(out.min()) >= float(images.min()) - 1e-5  # nothing black comes in from outside the canvas
     again = transform(images, [np.random.default_rng(1), np.random.default_rng(2)])
     assert torch.equal(out, again)
     assert not torch.equal(out, transform(images, [np.random.default_rng(5), np.random.default_rng(2)]))
@@ -103,11 +104,15 @@ def test_transforms_keep_sizes_are_seeded_and_compose_exactly():
     side = padded.shape[-1]
     grid = lambda params: torch.nn.functional.affine_grid(  # noqa: E731
         affine(params, side)[None].expand(2, 2, 3), list(padded.shape), align_corners=False)
-    sample = lambda params: torch.nn.functional.grid_sample(padded, grid(params), align_corners=False)  # noqa: E731
+    sample = lambda params: torch.nn.functional.grid_sample(  # noqa: E731
+        padded, grid(params), padding_mode="border", align_corners=False)  # as transform() samples
     assert torch.allclose(sample((0, 0, 1.0, 0.0, 0, 0)), padded, atol=1e-5)
     shifted = sample((3, 2, 1.0, 0.0, 1, 0))  # content moves right by 3 + 1 and down by 2
     assert torch.allclose(shifted[..., 2:, 4:], padded[..., :-2, :-4], atol=1e-5)
-    assert shifted[..., :2, :].abs().max() < 1e-5 and shifted[..., :, :4].abs().max() < 1e-5  # zeros filled
+    # the uncovered band repeats the grey border (the grid_sample border mode samples the edge)
+    assert torch.allclose(shifted[..., :2, :], torch.full_like(shifted[..., :2, :], PAD_VALUE), atol=1e-5)
+    draws = [draw(np.random.default_rng(seed)) for seed in range(200)]
+    assert {d[0] for d in draws} == set(range(-4, 4)) and {d[4] for d in draws} == set(range(-2, 2))  # centred
     turned = sample((0, 0, 1.0, 90.0, 0, 0))
     assert torch.allclose(turned, torch.rot90(padded, 1, dims=(2, 3)), atol=1e-4)
 
@@ -262,7 +267,7 @@ def test_inverting_an_invertible_linear_layer_recovers_the_image():
     with_priors = invert(model, "0", images, "imagenet", InversionSettings(steps=100), natural_image_norm(images),
                          [0, 1], lambda_tv=1.0)
     assert float(with_priors.error.max()) < 0.2  # the priors pull it away from the exact inverse, not far
-    assert with_priors.lr_scale.tolist() == [1.0, 1.0]
+    assert with_priors.lr_scale.tolist() == [1.0, 1.0] and with_priors.status == ["converged", "converged"]
     # a step size that diverges: each image restarts with half the rate until it converges
     restarted = invert(model, "0", images, "imagenet", InversionSettings(steps=100, lr=1.0),
                        natural_image_norm(images), [0, 1], lambda_tv=1.0)
@@ -273,7 +278,8 @@ def test_inverting_an_invertible_linear_layer_recovers_the_image():
         dead[0].bias.fill_(-1.0)
     undefined = invert(dead, "1", images, "imagenet", InversionSettings(steps=4), natural_image_norm(images), [0, 1],
                        lambda_tv=1.0)
-    assert undefined.error.isnan().all() and undefined.lr_scale.tolist() == [1.0, 1.0]
+    assert undefined.error.isnan().all() and undefined.status == ["zero", "zero"]
+    assert torch.allclose(undefined.images, torch.tensor(MEAN_PIXEL).view(1, 3, 1, 1).expand_as(images) / 255)
 
 
 def test_inversion_priors_schedule_and_depths_by_hand():
@@ -289,4 +295,7 @@ def test_inversion_priors_schedule_and_depths_by_hand():
     chain = nn.Sequential(*[nn.Conv2d(3, 3, 1) for _ in range(6)])
     depths = layer_depths(chain, ["1", "3", "5"], torch.zeros(1, 3, 4, 4))
     assert depths == {"1": pytest.approx(2 / 6), "3": pytest.approx(4 / 6), "5": 1.0}
+    twice = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU(), nn.Conv2d(3, 3, 1))
+    twice.forward = lambda x: twice[1](twice[2](twice[1](twice[0](x))))  # the ReLU runs 2nd and 4th of 4 calls
+    assert layer_depths(twice, ["1:0", "1:1"], torch.zeros(1, 3, 4, 4)) == {"1:0": 0.5, "1:1": 1.0}
     assert [tv_weight(d) for d in depths.values()] == [1.0, 10.0, 100.0]

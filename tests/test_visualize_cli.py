@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,22 @@ def test_invert_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message
     result = CliRunner().invoke(main, ["invert", "--model", "probecnn", *args, "--size", "32", "--out", str(out)])
     assert result.exit_code != 0 and message in result.output, result.output
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_layer_without_detectors_gets_an_empty_result_that_says_so(dissected, tmp_path) -> None:
+    dataset, dissection = dissected
+    empty = tmp_path / "conv4"
+    shutil.copytree(dissection, empty)
+    tally = pd.read_csv(empty / "tally.csv", keep_default_na=False)
+    for column in [c for c in tally.columns if c == "score" or c.endswith("-iou")]:
+        tally[column] = 0.0  # no unit beats the IoU threshold
+    tally.to_csv(empty / "tally.csv", index=False)
+    out = tmp_path / "vis"
+    result = invoke("visualize", "--model", "probecnn", "--dissection", str(empty), "--top-images", "2",
+                    "--dataset", str(dataset), *FAST, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "meta.json").read_text())["units"] == []
+    assert np.load(out / "images.npz")["lucid"].shape == (0, 1, 16, 16, 3) and pd.read_csv(out / "units.csv").empty
+    site = build_site([empty, out], dataset, tmp_path / "site", workers=1)
+    model = slugify(json.loads((empty / "meta.json").read_text())["model"])
+    assert "found no detector" in (site / model / "conv4" / "index.html").read_text()

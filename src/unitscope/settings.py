@@ -267,12 +267,14 @@ class VisualizeSettings:
                 raise ValueError(f"{option} must be at least 1, got {value}")
         if self.input_size is not None and self.input_size < 1:
             raise ValueError(f"--input-size must be at least 1, got {self.input_size}")
-        for option, value in (("--lr", self.lr), ("--pixel-progress", self.pixel_progress),
-                              ("--pixel-max-lr", self.pixel_max_lr), ("--blur-sigma", self.blur_sigma)):
+        for name, value in (("lr", self.lr), ("pixel_progress", self.pixel_progress),
+                            ("pixel_max_lr", self.pixel_max_lr), ("blur_sigma", self.blur_sigma)):
             if not value > 0:
-                raise ValueError(f"{option} must be positive, got {value}")
-        if not 0 <= self.pixel_decay < 1 or self.diversity < 0 or self.blur_every < 0:
-            raise ValueError("--pixel-decay must lie in [0, 1), --diversity and --blur-every must be at least 0")
+                raise ValueError(f"VisualizeSettings.{name} must be positive, got {value}")
+        if self.diversity < 0:
+            raise ValueError(f"--diversity must be at least 0, got {self.diversity}")
+        if not 0 <= self.pixel_decay < 1 or self.blur_every < 0:
+            raise ValueError("VisualizeSettings.pixel_decay must lie in [0, 1) and blur_every be at least 0")
 
 
 VISUALIZE_DEFAULTS = VisualizeSettings()
@@ -295,7 +297,7 @@ class InversionSettings:
         if self.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {self.steps}")
         if not self.lr > 0 or not 0 <= self.momentum < 1:
-            raise ValueError("--lr must be positive and --momentum lie in [0, 1)")
+            raise ValueError("InversionSettings.lr must be positive and momentum lie in [0, 1)")
 
 
 INVERSION_DEFAULTS = InversionSettings()

@@ -46,8 +46,10 @@ D = VISUALIZE_DEFAULTS
 @click.option("--diversity", type=click.FloatRange(0), default=D.diversity, show_default=True,
               help="Weight of the diversity term between a unit's copies.")
 @click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True,
-              help="Images optimised together (changes no image beyond float rounding).")
-@click.option("--seed", type=int, default=D.seed, show_default=True, help="Seed of the initial images and transforms.")
+              help="Images optimised together (changes images through float rounding only, which Adam's steps "
+                   "amplify: docs/visualize.md).")
+@click.option("--seed", type=click.IntRange(0), default=D.seed, show_default=True,
+              help="Seed of the initial images and transforms.")
 @normalize_option
 @device_option
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
@@ -69,7 +71,7 @@ def visualize(model_spec, arch, layer, units, dissection, max_units, top_images,
             raise ValueError("--layer is needed without --dissection")
         if dissected and dissected.meta["layer"] != layer:
             raise ValueError(f"--dissection {dissection} dissected layer {dissected.meta['layer']!r}, not {layer!r}")
-        chosen = list(units) or (dissected.detectors if dissected else [])
+        chosen = list(dict.fromkeys(units)) or (dissected.detectors if dissected else [])
         model = load_model(model_spec, arch)
         written = visualize_units(model, layer, chosen[:max_units], out_dir, settings, normalize or (
             dissected.meta.get("normalize") if dissected else None), objective, device, dissected, top_images, dataset)
@@ -88,7 +90,8 @@ def visualize(model_spec, arch, layer, units, dissection, max_units, top_images,
 @click.option("--size", type=click.IntRange(8), default=224, show_default=True, help="Side of the square images.")
 @click.option("--steps", type=click.IntRange(1), default=INVERSION_DEFAULTS.steps, show_default=True,
               help="Gradient steps (the learning rate drops ×0.1 after a quarter and after three quarters).")
-@click.option("--seed", type=int, default=INVERSION_DEFAULTS.seed, show_default=True, help="Seed of the starting noise.")
+@click.option("--seed", type=click.IntRange(0), default=INVERSION_DEFAULTS.seed, show_default=True,
+              help="Seed of the starting noise.")
 @click.option("--name", default=None, help="The model's name in the report (default: the spec's).")
 @normalize_option
 @device_option

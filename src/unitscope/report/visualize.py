@@ -121,8 +121,10 @@ class VisualizationSection(Section):
         objective = "mean over its map" if entry.meta["objective"] == "channel" else "centre neuron"
         where = (f" before its rectifier (<code>{escape(entry.meta['objective_layer'])}</code>)"
                  if entry.meta["objective_layer"] != layer else "")
-        html = (f"<p>Images optimised to maximise this unit's {objective}{where} ({settings['steps']} Adam steps on a "
-                f"{settings['size']} px Fourier image for Lucid). The activation under each image is the unit's own "
+        steps = "; ".join(({"lucid": f"Lucid: {settings['steps']} Adam steps on a {settings['size']} px Fourier image",
+                             "pixel": f"pixels: {settings['pixel_steps']} steps"})[m] for m in settings["methods"])
+        html = (f"<p>Images optimised to maximise this unit's {objective}{where} ({steps}). "
+                f"The activation under each image is the unit's own "
                 f'(after its rectifier). <a href="../../visualize/{slugify(model)}.html">All visualised units of '
                 f'{escape(model)}</a>.</p><div class="tiles">{"".join(figures)}</div>')
         panels = [Panel("Activation maximisation", html)]
@@ -246,7 +248,7 @@ class InversionSection(Section):
             for layer in entry.meta["layers"]:
                 row = entry.table[(entry.table["layer"] == layer) & (entry.table["image"] == image["name"])].iloc[0]
                 cells.append({"layer": layer, "path": entry.image(layer, i), "ssim": row["ssim"],
-                              "error": _inversion_error(row["relative_error"], row["lr_scale"])})
+                              "error": _inversion_error(row["status"], row["relative_error"], row["lr_scale"])})
             rows.append({"name": image["name"], "original": entry.image(None, i), "cells": cells})
         return rows
 
@@ -271,7 +273,10 @@ class InversionSection(Section):
         return [Panel("Network inversion", html)]
 
 
-def _inversion_error(error: float, lr_scale: float) -> str:
+def _inversion_error(status: str, error: float, lr_scale: float) -> str:
     """A reconstruction's relative feature error as the pages show it, with the learning rate where it was cut."""
-    text = "undefined (the layer is zero on the image)" if pd.isna(error) else f"{error:.3f}"
-    return text + (f" (at {lr_scale:g}× the authors' rate)" if lr_scale < 1 else "")
+    if status == "zero":
+        return "undefined (the layer is zero on the image; not inverted)"
+    if status == "diverged":
+        return f"diverged down to {lr_scale:g}× the authors' rate (left grey)"
+    return f"{error:.3f}" + (f" (at {lr_scale:g}× the authors' rate)" if lr_scale < 1 else "")

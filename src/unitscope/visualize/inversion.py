@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unitscope.hooks import Trace, resolve_layers, run_once
+from unitscope.hooks import LayerRef, Trace, resolve_layers, run_once
 from unitscope.models.normalize import IMAGENET_MEAN, float_normalizer
 from unitscope.settings import InversionSettings
 
@@ -33,12 +33,14 @@ MEAN_PIXEL = tuple(255 * m for m in IMAGENET_MEAN)
 
 @dataclass
 class Inverted:
-    """Reconstructions (N, 3, H, W) on [0, 1], each one's relative feature error ‖Φ(x) − Φ₀‖² / ‖Φ₀‖² (N,) and
-    the fraction of the authors' learning rate it was reached with (N,: 1, or less after a divergence)."""
+    """Reconstructions (N, 3, H, W) on [0, 1], each one's relative feature error ‖Φ(x) − Φ₀‖² / ‖Φ₀‖² (N,), the
+    fraction of the authors' learning rate it was reached with (N,: 1, or less after a divergence) and its
+    :data:`STATUSES` entry."""
 
     images: torch.Tensor
     error: torch.Tensor
     lr_scale: torch.Tensor
+    status: list[str]
 
 
 def total_variation(x: torch.Tensor, beta: float) -> torch.Tensor:
@@ -51,15 +53,18 @@ def total_variation(x: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def layer_depths(model: nn.Module, layers: Sequence[str], example: torch.Tensor) -> dict[str, float]:
-    """Each layer's depth in (0, 1]: where its last module call falls among all module calls of a forward pass
-    on ``example``."""
+    """Each layer's depth in (0, 1]: where its module call (``name:k``: the k-th; a container: its last leaf call)
+    falls among all module calls of a forward pass on ``example``."""
     leaves = {module: name for name, module in model.named_modules() if name and not list(module.children())}
     order: list[nn.Module] = []
     run_once(model, example, forward=[(module, lambda m, i, o: order.append(m)) for module in leaves])
     depths = {}
     for layer, target in zip(layers, resolve_layers(model, layers), strict=True):
+        call = LayerRef.parse(layer).call
         inside = {module for module in target.modules() if module in leaves} or {target}
         positions = [i for i, module in enumerate(order) if module in inside]
+        if call is not None and target in leaves and call < len(positions):
+            positions = [positions[call]]
         depths[layer] = (positions[-1] + 1) / len(order) if positions else 1.0
     return depths
 
@@ -82,6 +87,9 @@ def _schedule(settings: InversionSettings) -> list[float]:
 
 #: How often an image whose objective diverged (a non-finite value) is restarted with half the learning rate.
 RESTARTS = 6
+#: ``converged``; ``diverged`` at every rate tried (the image is left grey); ``zero``: the layer's representation of
+#: the image is all zero, so the relative error is undefined and nothing is optimised (the image is left grey).
+STATUSES = ("converged", "diverged", "zero")
 
 
 def invert(model: nn.Module, layer: str, images: torch.Tensor, normalize: str, settings: InversionSettings,
@@ -100,19 +108,22 @@ def invert(model: nn.Module, layer: str, images: torch.Tensor, normalize: str, s
         noise = torch.stack([torch.randn(images.shape[1:], generator=torch.Generator().manual_seed(s))
                              for s in seeds]).to(images.device)
         start = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * norm
-        result = torch.empty_like(start)
+        result = torch.zeros_like(start)  # the mean pixel: grey where nothing converges
         error = torch.full((len(images),), float("nan"), device=images.device)
         scale = torch.ones(len(images), device=images.device)
-        todo = torch.arange(len(images), device=images.device)
+        zero = target.flatten(1).abs().amax(1) == 0
+        todo = torch.nonzero(~zero).flatten()
         for restart in range(RESTARTS + 1):
-            x, final = _descend(lambda x: trace(model_input(x))[layer], target[todo], start[todo], settings, norm,
-                                lambda_tv, 0.5**restart)
-            result[todo], error[todo], scale[todo] = x, final, 0.5**restart
-            # a layer that is all zero on an image leaves its relative error undefined: no restart helps
-            todo = todo[~torch.isfinite(final) & (target[todo].flatten(1).abs().amax(1) > 0)]
             if not len(todo):
                 break
-    return Inverted(((result + mean) / 255.0).clamp(0, 1), error, scale)
+            x, final = _descend(lambda x: trace(model_input(x))[layer], target[todo], start[todo], settings, norm,
+                                lambda_tv, 0.5**restart)
+            finite = torch.isfinite(final)
+            result[todo[finite]], error[todo[finite]] = x[finite], final[finite]
+            scale[todo] = 0.5**restart
+            todo = todo[~finite]
+    status = ["zero" if z else "converged" if torch.isfinite(e) else "diverged" for z, e in zip(zero, error)]
+    return Inverted(((result + mean) / 255.0).clamp(0, 1), error, scale, status)
 
 
 def _descend(features, target: torch.Tensor, start: torch.Tensor, settings: InversionSettings, norm: float,

@@ -23,7 +23,7 @@ from torch import nn
 
 from unitscope.hooks import Trace
 from unitscope.models.normalize import float_normalizer, pixel_mean
-from unitscope.settings import VisualizeSettings
+from unitscope.settings import VISUALIZATION_METHODS, VisualizeSettings
 from unitscope.visualize.objectives import Objective, values
 from unitscope.visualize.parameterization import FourierImage, PixelImage
 from unitscope.visualize.transforms import PAD, PAD_VALUE, transform
@@ -172,6 +172,8 @@ def maximize(model: nn.Module, layer: str | None, objectives: Sequence[Objective
              groups: Sequence[Sequence[int]] = (), step: Callable[[], None] = lambda: None) -> Maximized:
     """One image per objective maximising it (``seeds[i]`` seeds image ``i``), by ``method`` (``lucid`` or
     ``pixel``); ``groups`` lists the images that are copies of one objective (the diversity term)."""
+    if method not in VISUALIZATION_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(VISUALIZATION_METHODS)}")
     with Forward(model, layer, normalize, settings.input_size) as forward:
         if method == "lucid":
             images = _lucid(forward, objectives, seeds, groups, settings, step)

@@ -1,7 +1,8 @@
 """What an optimised image maximises, one objective per image of a batch (Lucid's ``objectives``): a unit's
 mean activation over its map (``channel``), one spatial neuron of it (``neuron``, the centre by default), a
-direction over the layer's units (mean over positions of the dot product, Lucid's ``direction``), or a class
-logit (``logit``, the model's output)."""
+direction over the layer's units (the dot product with the vector, averaged over positions: Lucid's ``direction``
+averages over positions and units, a constant factor; Lucent's takes the cosine), or a class logit (``logit``,
+the model's output)."""
 
 from __future__ import annotations
 

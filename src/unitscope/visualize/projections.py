@@ -28,12 +28,13 @@ PROJECTIONS = {"deconvnet": "deconv", "guided-backprop": "guided"}
 
 @dataclass
 class Projected:
-    """Each image's projection (N, C, H, W) in the model's input space, the kept activation (N,) and its
-    position (N, 2: row, column of the layer's map)."""
+    """Each image's projection (N, C, H, W) in the model's input space, the kept activation (N,), its position
+    (N, 2: row, column of the layer's map) and the size of that map (rows, columns)."""
 
     maps: torch.Tensor
     activation: torch.Tensor
     position: torch.Tensor
+    map_size: tuple[int, int]
 
 
 def project(model: nn.Module, layer: str, units: Sequence[int], inputs: torch.Tensor, method: str) -> Projected:
@@ -57,7 +58,7 @@ def project(model: nn.Module, layer: str, units: Sequence[int], inputs: torch.Te
         activation = maps.detach()[torch.arange(len(units)), rows, columns]
         kept[torch.arange(len(units)), index, rows, columns] = activation
         (projection,) = torch.autograd.grad(output, inputs, grad_outputs=kept)
-    return Projected(projection.detach(), activation, torch.stack([rows, columns], 1))
+    return Projected(projection.detach(), activation, torch.stack([rows, columns], 1), tuple(output.shape[-2:]))
 
 
 def support_box(maps: np.ndarray, around: tuple[int, int], minimum: int) -> tuple[int, int, int, int]:

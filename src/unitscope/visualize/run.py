@@ -117,7 +117,7 @@ def top_image_views(model: LoadedModel, layer: str, units: Sequence[int], dissec
         for i, (unit, rank, image) in enumerate(batch):
             maps = {name: result.maps[i].cpu().numpy() for name, result in projected.items()}
             row, column = (int(v) for v in projected["deconvnet"].position[i])
-            scale = pixels.shape[1] / projected["deconvnet"].maps.shape[-2]
+            scale = pixels.shape[1] / projected["deconvnet"].map_size[0]
             top_, left, bottom, right = support_box(np.stack(list(maps.values())),
                                                     (int(row * scale), int(column * scale)), MIN_CROP)
             u, r = position[unit], rank - 1
@@ -129,9 +129,10 @@ def top_image_views(model: LoadedModel, layer: str, units: Sequence[int], dissec
     return arrays, pd.DataFrame(rows, columns=VIEWS_COLUMNS)
 
 
-def unit_seed(seed: int, unit: int, copy: int) -> int:
-    """The seed of unit ``unit``'s image ``copy``: independent of the other units and of how they are batched."""
-    return int(np.random.SeedSequence([seed, unit, copy]).generate_state(1)[0])
+def item_seed(seed: int, item: int, copy: int) -> int:
+    """The seed of image ``copy`` of ``item`` (a unit, or an inverted image) in a run seeded ``seed``: independent
+    of the other items and of how they are batched."""
+    return int(np.random.SeedSequence([seed, item, copy]).generate_state(1)[0])
 
 
 def _layer_shape(model: LoadedModel, layer: str, settings: VisualizeSettings, device) -> tuple[int, ...]:
@@ -166,7 +167,8 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
         raise ValueError(f"--unit {bad[0]} is out of range: layer {layer!r} has units 1 to {shape[0]}")
     items = [(unit, copy) for unit in units for copy in range(settings.copies)]
     objectives = [Objective(objective, unit - 1) for unit, _ in items]
-    check(objectives, shape, layer)
+    if objectives:
+        check(objectives, shape, layer)
     optimised = objective_layer(model, layer, settings, device)
     per_batch = max(settings.copies, settings.batch_size // settings.copies * settings.copies)
     batches = [range(start, min(start + per_batch, len(items))) for start in range(0, len(items), per_batch)]
@@ -180,7 +182,7 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
                 chosen = [items[i] for i in batch]
                 groups = [[j for j, (u, _) in enumerate(chosen) if u == unit] for unit in dict.fromkeys(u for u, _ in chosen)]
                 result = maximize(module, optimised, [objectives[i] for i in batch], normalize, settings,
-                                  [unit_seed(settings.seed, u, c) for u, c in chosen], method, groups,
+                                  [item_seed(settings.seed, u, c) for u, c in chosen], method, groups,
                                   step=lambda: bar.update(1))
                 parts.append(result.images.cpu())
                 peaks = unit_peaks(module, layer, [u - 1 for u, _ in chosen], result.images, normalize,
@@ -217,7 +219,7 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
 
 
 INVERSION_KIND = "inversion"
-INVERSION_COLUMNS = ["layer", "depth", "lambda_tv", "image", "relative_error", "ssim", "lr_scale"]
+INVERSION_COLUMNS = ["layer", "depth", "lambda_tv", "image", "status", "relative_error", "ssim", "lr_scale"]
 
 
 def invert_layers(model: LoadedModel, layers: Sequence[str], images: Sequence[Image], out_dir: str | Path,
@@ -245,16 +247,17 @@ def invert_layers(model: LoadedModel, layers: Sequence[str], images: Sequence[Im
     ordered = sorted(layers, key=lambda layer: depths[layer])
     natural = load_images([f"builtin:{photo}" for photo in BUILTIN], side)
     norm = natural_image_norm(torch.from_numpy(np.stack([p.pixels for p in natural])).permute(0, 3, 1, 2).float() / 255)
-    seeds = [unit_seed(settings.seed, i, 0) for i in range(len(images))]
+    seeds = [item_seed(settings.seed, i, 0) for i in range(len(images))]
     reconstructions, rows = [], []
     with progress(ordered, desc="invert", unit="layer") as bar:
         for layer in bar:
             result = invert(module, layer, inputs, normalize, settings, norm, seeds, tv_weight(depths[layer]))
             recon = (result.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             reconstructions.append(recon)
-            rows += [(layer, depths[layer], tv_weight(depths[layer]), image.name, error, ssim(pixels[i], recon[i]), scale)
-                     for i, (image, error, scale) in enumerate(zip(images, result.error.tolist(),
-                                                                   result.lr_scale.tolist()))]
+            rows += [(layer, depths[layer], tv_weight(depths[layer]), image.name, status, error,
+                      ssim(pixels[i], recon[i]), scale)
+                     for i, (image, status, error, scale) in enumerate(zip(images, result.status, result.error.tolist(),
+                                                                           result.lr_scale.tolist()))]
     meta = {"kind": INVERSION_KIND, "schema_version": SCHEMA_VERSION, "model": name or model.name,
             "model_spec": model.spec, "weights_sha256": model.weights_sha256(), "checkpoint": model.checkpoint,
             "normalize": normalize, "layers": ordered,

@@ -1,12 +1,14 @@
 """Lucid's transformation robustness (lucid/optvis/transform ``standard_transforms``), drawn per image and
-applied as one resampling: pad 12 px with grey (0.5), jitter up to 8 px, scale by one of 0.90, 0.92, …, 1.10,
-rotate by one of −10…10° (0° five times more likely, as Lucid's list), jitter up to 4 px.
+applied as one resampling: pad 12 px with grey (0.5), jitter by up to 8 px, scale by one of 0.90, 0.92, …, 1.10,
+rotate by one of −10…10° (0° five times more likely, as Lucid's list), jitter by up to 4 px.
 
 Lucid draws one transformation per step for the whole batch; here every image draws its own from its own
 generator (so an image does not depend on which others share its batch), and the jitters, scale and rotation
-are composed into one affine map sampled with ``grid_sample`` (bilinear, zeros outside as Lucid's kornia warps):
-the same geometry with one interpolation instead of three. Scale and rotation are about the centre and keep the
-canvas size, where Lucid resizes the canvas for the scale; the output is always ``size + 2 · PAD`` square.
+are composed into one affine map sampled with ``grid_sample`` (bilinear): one interpolation instead of three.
+Lucid's jitter crops the canvas by d pixels at a random offset, a shift of −d/2 … d/2 − 1 about its centre; here
+the shift is the same and the canvas keeps its size, the grey border repeated where a shift, a scale below 1 or a
+rotation uncovers the outside (Lucid's crops never do; its rotation fills corners with black). Scale and rotation
+are about the centre; the output is always ``size + 2 · PAD`` square.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ ANGLES = tuple(range(-10, 11)) + 5 * (0,)
 
 
 def draw(rng: np.random.Generator) -> tuple[int, int, float, float, int, int]:
-    """One image's transformation: (dx1, dy1, scale, degrees, dx2, dy2)."""
-    dx1, dy1 = (int(v) for v in rng.integers(JITTERS[0], size=2))
+    """One image's transformation: (dx1, dy1, scale, degrees, dx2, dy2), each jitter d drawn from −d/2 … d/2 − 1
+    (Lucid's random crop of d pixels, centred)."""
+    dx1, dy1 = (int(v) - JITTERS[0] // 2 for v in rng.integers(JITTERS[0], size=2))
     scale = float(SCALES[rng.integers(len(SCALES))])
     degrees = float(ANGLES[rng.integers(len(ANGLES))])
-    dx2, dy2 = (int(v) for v in rng.integers(JITTERS[1], size=2))
+    dx2, dy2 = (int(v) - JITTERS[1] // 2 for v in rng.integers(JITTERS[1], size=2))
     return dx1, dy1, scale, degrees, dx2, dy2
 
 
@@ -56,4 +59,4 @@ def transform(images: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torc
     side = padded.shape[-1]
     theta = torch.stack([affine(draw(rng), side) for rng in rngs]).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(padded.shape), align_corners=False)
-    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)
