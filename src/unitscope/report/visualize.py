@@ -144,7 +144,8 @@ class VisualizationSection(Section):
         header = "".join(f'<th scope="col">{name}</th>' for name in ("rank", *VIEW_NAMES.values(), "kept activation"))
         return ("<p>The unit's strongest activation on each of its top images, everything else in the layer zeroed, "
                 "projected back to the pixels: by DeconvNet (Zeiler &amp; Fergus 2014; the positive signal passes every "
-                "rectifier) and by guided backprop (only where the rectifier's input was positive too). Grey is 0; the "
+                "rectifier) and by guided backprop (only where the rectifier's input was in its linear range too, so a "
+                "ReLU6 unit kept at its ceiling of 6 passes nothing and its guided view is grey). Grey is 0; the "
                 "crop is the square the projections reach.</p>"
                 f'<div class="table-wrap"><table class="maps"><thead><tr>{header}</tr></thead>'
                 f'<tbody>{"".join(rows)}</tbody></table></div>')
