@@ -184,3 +184,19 @@ def test_a_layer_without_detectors_gets_an_empty_result_that_says_so(dissected, 
     site = build_site([empty, out], dataset, tmp_path / "site", workers=1)
     model = slugify(json.loads((empty / "meta.json").read_text())["model"])
     assert "found no detector" in (site / model / "conv4" / "index.html").read_text()
+
+
+def test_a_dissection_of_other_weights_or_a_wrong_dataset_is_refused_before_any_step(dissected, tmp_path) -> None:
+    dataset, dissection = dissected
+    other = tmp_path / "other.pt"
+    torch.save(load_model("probecnn").module.state_dict(), other)
+    state = torch.load(other)
+    state["fc.bias"] += 1.0
+    torch.save(state, other)
+    out = tmp_path / "vis"
+    result = CliRunner().invoke(main, ["visualize", "--model", f"file:{other}", "--arch", "probecnn", "--dissection",
+                                       str(dissection), *FAST, "--out", str(out)])
+    assert result.exit_code != 0 and "was computed with other weights than --model" in result.output, result.output
+    result = CliRunner().invoke(main, ["visualize", "--model", "probecnn", "--dissection", str(dissection),
+                                       "--top-images", "1", "--dataset", str(tmp_path), *FAST, "--out", str(out)])
+    assert result.exit_code != 0 and "no index.csv" in result.output and not out.exists(), result.output

@@ -136,7 +136,7 @@ class VisualizationSection(Section):
         rows = []
         for row in entry.views[entry.views["unit"] == unit].itertuples():
             cells = "".join(f'<td><img src="../../{entry.view(unit, row.rank, kind)}" width="{VIEW_TILE}" '
-                            f'height="{VIEW_TILE}" loading="lazy" alt="{name} of top image {row.rank}"></td>'
+                            f'height="{VIEW_TILE}" loading="lazy" alt="{name}, top image {row.rank}"></td>'
                             for kind, name in VIEW_NAMES.items())
             side = row.bottom - row.top
             rows.append(f"<tr><th scope=\"row\">{row.rank}</th>{cells}<td>{row.activation:.3g} at map position "

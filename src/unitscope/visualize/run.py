@@ -155,6 +155,13 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
     settings.validate()
     if views and (dissected is None or dataset is None):
         raise ValueError("--top-images needs --dissection (whose top images they are) and --dataset (their files)")
+    if views and not (Path(dataset) / "index.csv").is_file():
+        raise ValueError(f"--dataset {dataset}: no index.csv; give the Broden-format dataset the layer was dissected on")
+    dissected_weights = (dissected.meta.get("weights_sha256") if dissected else None)
+    if dissected_weights and dissected_weights != model.weights_sha256():
+        raise ValueError(f"--dissection {dissected.path} was computed with other weights than --model {model.spec} "
+                         f"(sha256 {dissected_weights[:12]}… there, {model.weights_sha256()[:12]}… here); give the "
+                         f"model it dissected ({dissected.meta.get('model_spec')})")
     if objective not in UNIT_OBJECTIVES:
         raise ValueError(f"--objective {objective!r} is not one of {', '.join(UNIT_OBJECTIVES)}")
     if not units and dissected is None:
@@ -260,7 +267,7 @@ def invert_layers(model: LoadedModel, layers: Sequence[str], images: Sequence[Im
                                                                            result.lr_scale.tolist()))]
     meta = {"kind": INVERSION_KIND, "schema_version": SCHEMA_VERSION, "model": name or model.name,
             "model_spec": model.spec, "weights_sha256": model.weights_sha256(), "checkpoint": model.checkpoint,
-            "normalize": normalize, "layers": ordered,
+            "normalize": normalize, "layers": ordered, "size": side,
             "images": [{"name": image.name, "source": image.source, "sha256": image.sha256} for image in images],
             "settings": {**asdict(settings), "tv_weights": list(TV_WEIGHTS), "natural_image_norm": norm,
                          "natural_images": [f"builtin:{photo}" for photo in BUILTIN]},
