@@ -62,6 +62,14 @@ def natural_key(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
+def read_result(directory: Path, files: Sequence[str], command: str) -> dict:
+    """The ``meta.json`` of a result directory of ``unitscope COMMAND``, once every one of ``files`` is there."""
+    for name in files:
+        if not (directory / name).is_file():
+            raise ReportInputError(f"{directory / name} not found: {directory} is not the output of `unitscope {command}`")
+    return read_json(directory / "meta.json")
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

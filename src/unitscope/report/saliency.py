@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from unitscope.report.charts import sanity_chart
-from unitscope.report.collect import ReportInputError, read_json, slugify
+from unitscope.report.collect import ReportInputError, read_result, slugify
 from unitscope.report.sections import NavLink, Panels, Section, SiteInputs
 from unitscope.report.strips import save_webp
 from unitscope.saliency.maps import diverging, grayscale
@@ -60,13 +60,6 @@ def _diverging_rgb(values: np.ndarray) -> np.ndarray:
     return (np.stack([red, fade, blue], axis=-1) * 255).round().astype(np.uint8)
 
 
-def _read(directory: Path, files: Sequence[str], command: str) -> dict:
-    for name in files:
-        if not (directory / name).is_file():
-            raise ReportInputError(f"{directory / name} not found: {directory} is not the output of `unitscope {command}`")
-    return read_json(directory / "meta.json")
-
-
 def _keyed(directories: Sequence[Path]) -> dict[str, Path]:
     """Each result directory under its name (the model's name in the workflow), made unique."""
     keyed: dict[str, Path] = {}
@@ -85,7 +78,7 @@ class SaliencySection(Section):
 
     def __init__(self, directories: Sequence[Path], inputs: SiteInputs) -> None:
         super().__init__(directories, inputs)
-        self.models = {key: (directory, _read(directory, ("maps.npz", "images.npz", "predictions.csv", "meta.json"),
+        self.models = {key: (directory, read_result(directory, ("maps.npz", "images.npz", "predictions.csv", "meta.json"),
                                               "saliency")) for key, directory in _keyed(self.directories).items()}
 
     def nav(self) -> list[NavLink]:
@@ -147,7 +140,7 @@ class SanitySection(Section):
         super().__init__(directories, inputs)
         self.checks: dict[str, _Check] = {}
         for key, directory in _keyed(self.directories).items():
-            meta = _read(directory, ("similarity.csv", "stages.csv", "figure.npz", "meta.json"), "sanity-check")
+            meta = read_result(directory, ("similarity.csv", "stages.csv", "figure.npz", "meta.json"), "sanity-check")
             similarity = pd.read_csv(directory / "similarity.csv")
             if similarity.columns.tolist() != SIMILARITY_COLUMNS:
                 raise ReportInputError(f"{directory / 'similarity.csv'}: expected columns {','.join(SIMILARITY_COLUMNS)}")

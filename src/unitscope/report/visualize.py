@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from unitscope.report.collect import ReportInputError, read_json, slugify
+from unitscope.report.collect import ReportInputError, read_result, slugify
 from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs
 from unitscope.report.strips import save_webp
 from unitscope.visualize.run import UNITS_COLUMNS, VIEW_TILE
@@ -55,11 +55,7 @@ class VisualizationSection(Section):
         super().__init__(directories, inputs)
         self.layers: dict[tuple[str, str], _Layer] = {}
         for directory in self.directories:
-            for name in ("meta.json", "units.csv", "images.npz"):
-                if not (directory / name).is_file():
-                    raise ReportInputError(f"{directory / name} not found: {directory} is not the output of "
-                                           "`unitscope visualize`")
-            meta = read_json(directory / "meta.json")
+            meta = read_result(directory, ("meta.json", "units.csv", "images.npz"), "visualize")
             units = pd.read_csv(directory / "units.csv")
             if list(units.columns) != UNITS_COLUMNS:
                 raise ReportInputError(f"{directory / 'units.csv'}: expected the columns {','.join(UNITS_COLUMNS)}")
@@ -213,11 +209,7 @@ class InversionSection(Section):
         super().__init__(directories, inputs)
         self.models: dict[str, _Inversion] = {}
         for directory in self.directories:
-            for name in ("meta.json", "layers.csv", "reconstructions.npz"):
-                if not (directory / name).is_file():
-                    raise ReportInputError(f"{directory / name} not found: {directory} is not the output of "
-                                           "`unitscope invert`")
-            meta = read_json(directory / "meta.json")
+            meta = read_result(directory, ("meta.json", "layers.csv", "reconstructions.npz"), "invert")
             if meta["model"] in self.models:
                 raise ReportInputError(f"{directory}: a second inversion of {meta['model']}; give one per model")
             self.models[meta["model"]] = _Inversion(directory, meta, pd.read_csv(directory / "layers.csv"))
