@@ -20,6 +20,8 @@ include: "workflow/rules/dissect.smk"
 include: "workflow/rules/dimension.smk"
 include: "workflow/rules/saliency.smk"
 include: "workflow/rules/visualize.smk"
+include: "workflow/rules/compositional.smk"
+include: "workflow/rules/ablation.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -84,3 +84,13 @@ def test_visualize_defaults_agree() -> None:
     assert tuple(run["methods"]["items"]["enum"]) == VISUALIZATION_METHODS
     assert tuple(run["methods"]["default"]) == VISUALIZE_DEFAULTS.methods
     assert run["top_images"]["default"] == _option("visualize", "top_images").default == 0
+
+
+def test_compositional_defaults_agree() -> None:
+    from unitscope.settings import COMPOSITIONAL_DEFAULTS, UNION_RULES
+
+    compositional = SCHEMA["properties"]["compositional"]["properties"]
+    for key in ("max_length", "beam", "union"):
+        assert compositional[key]["default"] == getattr(COMPOSITIONAL_DEFAULTS, key), key
+        assert _option("compositional", key).default == getattr(COMPOSITIONAL_DEFAULTS, key), key
+    assert tuple(compositional["union"]["enum"]) == UNION_RULES

@@ -96,7 +96,7 @@ def test_training_errors(tmp_path: Path, scene_set: tuple[Path, int]) -> None:
     with pytest.raises(ValueError, match=r"checkpoints must lie in 0\.\.4"):
         train_probecnn(dataset, tmp_path / "x", iterations=4, checkpoints=[8])
     bad, _ = make_scene_set(tmp_path / "bad", images=8, classes=["reddish-s"])
-    with pytest.raises(ValueError, match="scene label 'bluish-s' is not among the scene_classes"):
+    with pytest.raises(ValueError, match="scene label 'bluish-s' is not one of the classes"):
         train_probecnn(bad, tmp_path / "y", iterations=1)
     (bad / "probe.json").write_text("{}")
     with pytest.raises(ValueError, match="lists no scene_classes"):

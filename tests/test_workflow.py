@@ -100,6 +100,8 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
         "dimension": dimensions, "provenance": 1, "report": 1, "saliency_maps": explained, "sanity_check": checked,
         "train_digits": 2, "visualize_units": sum(len(entry["layers"]) for entry in config["visualize"]["runs"].values()),
         "invert_layers": len(config["visualize"]["invert"]["runs"]),
+        "compositional": sum(len(entry["layers"]) for entry in config["compositional"]["runs"].values()),
+        "ablation": sum(len(entry["layers"]) for entry in config["ablation"]["runs"].values()),
     }
     # Counted by hand for the shipped config: dissections 15 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 5 rotated)
     # + 4 untrained + 12 conditions (4 × 3 seeds) + 1 on permuted labels + 26 EfficientNet (3 layers, 9 swept,
@@ -198,6 +200,12 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
          "visualize.invert.images`: builtin:lena: built-in photographs are astronaut"),
         ({"visualize": {"invert": {"images": ["builtin:chelsea"], "runs": {"x": None}}}},
          "visualize.invert.runs.x`: is not a dissected run"),
+        ({"compositional": {"runs": {"x": {"layers": ["conv1"]}}}}, "compositional.runs.x`: is not a dissected run"),
+        ({"compositional": {"runs": {"m": {"layers": ["conv2"]}}}},
+         "compositional.runs.m.layers`: 'conv2' is not dissected for 'm' (its layers: conv1)"),
+        ({"compositional": {"max_length": 0, "runs": {"m": {"layers": ["conv1"]}}}}, "compositional.max_length"),
+        ({"ablation": {"runs": {"m": {"layers": ["conv1"]}}}},
+         "ablation.runs.m`: needs a classifier of the dataset's scenes: a model trained by the workflow"),
         ({"models": {"m": {"spec": "efficientnet-lite0", "layers": ["_blocks.4._swish"]}}},
          "models.m.layers`: layer '_blocks.4._swish' is called more than once per forward pass; name one call: "
          "_blocks.4._swish:0, _blocks.4._swish:1"),
@@ -426,6 +434,23 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
     assert list(dict.fromkeys(inverted["layer"])) == ["conv2", "conv4"] and len(inverted) == 4  # depth order
     assert "Network inversion" in (clone / "reports/site/probecnn/conv2/index.html").read_text()
     assert (clone / "reports/site/invert/probecnn.html").is_file()
+
+    # Compositional explanations of both dissected layers, on the unit, layer and model pages.
+    formulas = pd.read_csv(clone / "results/compositional/probecnn/conv4/formulas.csv", keep_default_na=False)
+    single = formulas[formulas["max_length"] == 1].set_index("unit").sort_index()
+    best = tally.set_index("unit").sort_index()
+    assert (single["formula"] == best["label"]).all() and (single["iou"] == best["score"]).all()
+    assert set(formulas["max_length"]) == {1, 2}
+    assert "Compositional explanation" in (clone / "reports/site/probecnn/conv4/unit-0001.html").read_text()
+    assert "Compositional explanations" in (clone / "reports/site/probecnn/conv2/index.html").read_text()
+    assert "conv2" in (clone / "reports/site/compositional/probecnn.html").read_text()
+
+    # Unit ablation of conv4 on the held-out scenes, on the unit pages and the model's page.
+    ablation = pd.read_csv(clone / "results/ablation/probecnn/conv4/units.csv")
+    assert len(ablation) == 256 * len(json.loads((clone / "results/ablation/probecnn/conv4/meta.json").read_text())[
+        "classes"])
+    assert "Removing this unit" in (clone / "reports/site/probecnn/conv4/unit-0001.html").read_text()
+    assert "beach-s" in (clone / "reports/site/ablation/probecnn.html").read_text()
 
     # A result left over from a model since removed from the config never reaches the site.
     leftover = results / "removed-model" / "conv4"

@@ -301,3 +301,29 @@ class InversionSettings:
 
 
 INVERSION_DEFAULTS = InversionSettings()
+
+
+#: Union rules of a formula's IoU (``unitscope.compositional.search``): the dissection's (its presence rule) or
+#: Mu & Andreas's plain dataset-level IoU.
+UNION_RULES = ("dissection", "plain")
+
+
+@dataclass(frozen=True)
+class CompositionalSettings:
+    """Compositional explanations' settings: Mu & Andreas's (formula length 3, beam 5; docs/compositional.md)."""
+
+    max_length: int = 3
+    beam: int = 5
+    union: str = "dissection"
+    batch_size: int = 32
+
+    def validate(self) -> None:
+        for option, value in (("--max-length", self.max_length), ("--beam", self.beam),
+                              ("--batch-size", self.batch_size)):
+            if value < 1:
+                raise ValueError(f"{option} must be at least 1, got {value}")
+        if self.union not in UNION_RULES:
+            raise ValueError(f"--union {self.union!r} is not one of {', '.join(UNION_RULES)}")
+
+
+COMPOSITIONAL_DEFAULTS = CompositionalSettings()

@@ -310,7 +310,10 @@ class Tally:
             image_present |= self._present(labels.reshape(len(labels), -1))  # padding is label 0: no category
         return _BatchLabels(ids, labels, image_labels, image_present, size)
 
-    def _count_pairs(self, combinations, batch: _BatchLabels, image, unit) -> None:
+    def _count_pairs(self, combinations, batch: _BatchLabels, image, unit) -> torch.Tensor:
+        """Count the pixels ``combinations`` (P, C) of each label combination under the masks of the pairs
+        (``image``, ``unit``); returns which categories are present for each pair (P, categories), the
+        presence rule's answer (subclasses count more from it)."""
         labels, image_labels = batch.labels, batch.image_labels
         size_of_mask = combinations.sum(dim=1)  # |M_u(x)|
         self._activation.index_add_(0, unit, size_of_mask)
@@ -330,6 +333,7 @@ class Tally:
                                    minlength=len(image) * buckets)
             present = present | (found.view(len(image), buckets)[:, :-1] > 0)
         self._act_cat.index_add_(0, unit, size_of_mask[:, None] * present.long())
+        return present
 
     def _present(self, labels: torch.Tensor) -> torch.Tensor:
         """(rows, C) bool: which primary categories the labels of each row of ``labels`` (rows, n) have."""

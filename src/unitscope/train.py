@@ -44,7 +44,7 @@ def checkpoint_name(iteration: int) -> str:
     return f"checkpoint-{iteration}.pt"
 
 
-def _scene_data(dataset: BrodenDataset, split: str, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def scene_data(dataset: BrodenDataset, split: str, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images ``(N, 3, H, W)`` and class ids ``(N,)`` of the split's images that have a scene label."""
     class_of = {name: k for k, name in enumerate(classes)}
     names = dataset.labels["name"]
@@ -57,10 +57,9 @@ def _scene_data(dataset: BrodenDataset, split: str, classes: list[str]) -> tuple
             continue
         name = names.loc[scenes[0]]
         if name not in class_of:
-            raise ValueError(
-                f"{dataset.image_path(i)}: scene label {name!r} is not among the scene_classes "
-                f"of {dataset.root / PROBE_META}"
-            )
+            shown = ", ".join(classes[:4]) + (", …" if len(classes) > 4 else "")
+            raise ValueError(f"{dataset.image_path(i)}: scene label {name!r} is not one of the classes ({shown}); "
+                             "give the dataset the classifier was trained on")
         rows.append(i)
         targets.append(class_of[name])
     if not rows:
@@ -152,8 +151,8 @@ def train_probecnn(
     if not classes:
         raise ValueError(f"{meta_path} lists no scene_classes: nothing to train on")
     dataset = BrodenDataset(dataset_dir, categories=["scene"])
-    train_images, train_targets = _scene_data(dataset, "train", classes)
-    val_images, val_targets = _scene_data(dataset, "val", classes)
+    train_images, train_targets = scene_data(dataset, "train", classes)
+    val_images, val_targets = scene_data(dataset, "val", classes)
     if labels not in LABELS:
         raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
     if labels == "permuted":

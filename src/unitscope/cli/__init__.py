@@ -8,7 +8,7 @@ import sys
 import click
 
 from unitscope import __version__
-from unitscope.cli import dimension, download, engine, models, probe, report, saliency, summary, visualize
+from unitscope.cli import dimension, download, engine, explain, models, probe, report, saliency, summary, visualize
 
 
 #: Exit statuses of a command stopped by Ctrl-C (128 + SIGINT) or by a closed pipe (128 + SIGPIPE).
@@ -38,6 +38,6 @@ def main() -> None:
     """Network Dissection: what the hidden units of vision networks detect."""
 
 
-for module in (probe, download, models, engine, dimension, saliency, visualize, summary, report):
+for module in (probe, download, models, engine, dimension, saliency, visualize, explain, summary, report):
     for command in module.COMMANDS:
         main.add_command(command)

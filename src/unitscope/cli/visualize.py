@@ -58,7 +58,8 @@ def visualize(model_spec, arch, layer, units, dissection, max_units, top_images,
     """Activation maximisation: the image each unit of a layer prefers (Lucid's recipe; Yosinski et al.'s)."""
     from unitscope.models import load_model
     from unitscope.settings import VisualizeSettings
-    from unitscope.visualize.run import Dissected, visualize_units
+    from unitscope.dissect.result import Dissected
+    from unitscope.visualize.run import visualize_units
 
     settings = VisualizeSettings(methods=tuple(methods) or D.methods, pre_activation=not post_activation, size=size, input_size=input_size, steps=steps,
                                  pixel_steps=pixel_steps, copies=copies, diversity=diversity, batch_size=batch_size,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -68,6 +68,22 @@ def read_result(directory: Path, files: Sequence[str], command: str) -> dict:
         if not (directory / name).is_file():
             raise ReportInputError(f"{directory / name} not found: {directory} is not the output of `unitscope {command}`")
     return read_json(directory / "meta.json")
+
+
+def read_table(path: Path, columns: Sequence[str], **options) -> pd.DataFrame:
+    """A result's CSV table (``pandas.read_csv`` ``options``), refused unless its columns are ``columns``."""
+    frame = pd.read_csv(path, **options)
+    if list(frame.columns) != list(columns):
+        raise ReportInputError(f"{path}: expected the columns {','.join(columns)}")
+    return frame
+
+
+def layer_key(meta: dict, taken: Mapping[tuple[str, str], object], directory: Path, what: str) -> tuple[str, str]:
+    """The (model, layer) of a per-layer result, refused when ``taken`` already has one (``what``: its name)."""
+    key = (str(meta["model"]), str(meta["layer"]))
+    if key in taken:
+        raise ReportInputError(f"{directory}: a second {what} of {key[0]} · {key[1]}; give one per model and layer")
+    return key
 
 
 def read_json(path: Path) -> dict:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from unitscope.report.collect import ReportInputError, read_json
+from unitscope.report.collect import ReportInputError, layer_key, read_json
 from unitscope.report.sections import Panel, Section, SiteInputs
 
 
@@ -24,11 +24,7 @@ class DimensionSection(Section):
             if not path.is_file():
                 raise ReportInputError(f"{path} not found: {directory} is not the output of `unitscope dimension`")
             meta, result = read_json(directory / "meta.json"), read_json(path)
-            key = (str(meta["model"]), str(meta["layer"]))
-            if key in self.results:
-                raise ReportInputError(f"{directory}: a second effective dimension of {key[0]} · {key[1]}; "
-                                       "give one result directory per model and layer")
-            self.results[key] = result
+            self.results[layer_key(meta, self.results, directory, "effective dimension")] = result
 
     def layer_panels(self, model: str, layer: str) -> list[Panel]:
         result = self.results.get((model, layer))

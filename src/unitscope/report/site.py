@@ -32,13 +32,16 @@ PROVENANCE = NavLink("Provenance", "provenance.html", "provenance")
 
 def sections() -> dict[str, type[Section]]:
     """The section class of every result kind the report shows, in navigation order."""
+    from unitscope.report.ablation import AblationSection
+    from unitscope.report.compositional import CompositionalSection
     from unitscope.report.dimension import DimensionSection
     from unitscope.report.dissection import DissectionSection
     from unitscope.report.saliency import SaliencySection, SanitySection
     from unitscope.report.visualize import InversionSection, VisualizationSection
 
     return {section.kind: section for section in (DissectionSection, DimensionSection, SaliencySection, SanitySection,
-                                                  VisualizationSection, InversionSection)}
+                                                  VisualizationSection, InversionSection, CompositionalSection,
+                                                  AblationSection)}
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from unitscope.report.collect import ReportInputError, read_result, slugify
+from unitscope.report.collect import ReportInputError, layer_key, read_result, read_table, slugify
 from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs
 from unitscope.report.strips import save_webp
 from unitscope.visualize.run import UNITS_COLUMNS, VIEW_TILE
@@ -56,13 +56,8 @@ class VisualizationSection(Section):
         self.layers: dict[tuple[str, str], _Layer] = {}
         for directory in self.directories:
             meta = read_result(directory, ("meta.json", "units.csv", "images.npz"), "visualize")
-            units = pd.read_csv(directory / "units.csv")
-            if list(units.columns) != UNITS_COLUMNS:
-                raise ReportInputError(f"{directory / 'units.csv'}: expected the columns {','.join(UNITS_COLUMNS)}")
-            key = (str(meta["model"]), str(meta["layer"]))
-            if key in self.layers:
-                raise ReportInputError(f"{directory}: a second visualisation of {key[0]} · {key[1]}; give one per "
-                                       "model and layer")
+            units = read_table(directory / "units.csv", UNITS_COLUMNS)
+            key = layer_key(meta, self.layers, directory, "visualisation")
             views = pd.read_csv(directory / "views.csv", keep_default_na=False) if meta.get("top_images") else None
             self.layers[key] = _Layer(directory, meta, units, views)
 

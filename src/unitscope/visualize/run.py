@@ -5,9 +5,8 @@ and the inversion of a model's layers for a few images (kind ``inversion``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from unitscope.models.registry import LoadedModel
 from unitscope.progress import progress
 from unitscope.saliency.images import Image
 from unitscope.settings import INVERSION_DEFAULTS, VISUALIZE_DEFAULTS, InversionSettings, VisualizeSettings
-from unitscope.summary import detector_units, read_null_levels, read_tally
+from unitscope.dissect.result import Dissected
 from unitscope.visualize.inversion import TV_WEIGHTS
 from unitscope.visualize.maximize import maximize, unit_peaks
 from unitscope.visualize.objectives import Objective, check
@@ -44,37 +43,6 @@ def objective_layer(model: LoadedModel, layer: str, settings: VisualizeSettings,
         return layer
     side = settings.input_size or settings.size
     return pre_activation_layer(model.module, layer, torch.zeros(1, 3, side, side, device=device)) or layer
-
-
-@dataclass(frozen=True)
-class Dissected:
-    """What a dissection result says about its layer's units: the detectors (1-based, best IoU first), each
-    unit's highest activation over the dataset (the first of its top images) and its top images (``unit``,
-    ``rank``, ``image``: a path below the dataset's ``images/``)."""
-
-    path: Path
-    meta: dict
-    detectors: list[int]
-    peaks: dict[int, float]
-    top: pd.DataFrame
-
-    @classmethod
-    def read(cls, path: str | Path) -> Dissected:
-        path = Path(path)
-        try:
-            meta = json.loads((path / "meta.json").read_text())
-            if meta.get("kind") != "dissection":
-                raise ValueError(f"kind {meta.get('kind')!r}")
-            tally = read_tally(path / "tally.csv")
-            top = pd.read_csv(path / "top_images.csv")
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"--dissection {path}: not a dissection result directory ({error}); give a "
-                             "results/dissect/<run>/<layer> directory") from None
-        levels = read_null_levels(path / "null.csv") if (path / "null.csv").exists() else None
-        detectors = detector_units(tally, meta["iou_threshold"], levels)["unit"].tolist()
-        first = top[top["rank"] == 1]
-        return cls(path, meta, detectors, dict(zip(first["unit"].astype(int), first["max_activation"].astype(float))),
-                   top[["unit", "rank", "image"]])
 
 
 def _load_image(path: Path) -> np.ndarray:
@@ -157,11 +125,8 @@ def visualize_units(model: LoadedModel, layer: str, units: Sequence[int], out_di
         raise ValueError("--top-images needs --dissection (whose top images they are) and --dataset (their files)")
     if views and not (Path(dataset) / "index.csv").is_file():
         raise ValueError(f"--dataset {dataset}: no index.csv; give the Broden-format dataset the layer was dissected on")
-    dissected_weights = (dissected.meta.get("weights_sha256") if dissected else None)
-    if dissected_weights and dissected_weights != model.weights_sha256():
-        raise ValueError(f"--dissection {dissected.path} was computed with other weights than --model {model.spec} "
-                         f"(sha256 {dissected_weights[:12]}… there, {model.weights_sha256()[:12]}… here); give the "
-                         f"model it dissected ({dissected.meta.get('model_spec')})")
+    if dissected is not None:
+        dissected.check_weights(model)
     if objective not in UNIT_OBJECTIVES:
         raise ValueError(f"--objective {objective!r} is not one of {', '.join(UNIT_OBJECTIVES)}")
     if not units and dissected is None:

@@ -1,0 +1,89 @@
+"""Analyses beyond one unit, one concept (docs/cli.md): ``unitscope compositional`` (logical formulas over concepts
+for the units of a dissected layer) and ``unitscope ablate`` (what zeroing each unit does to each class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from unitscope.options import device_option, normalize_option, workers_option
+from unitscope.settings import COMPOSITIONAL_DEFAULTS, UNION_RULES
+
+C = COMPOSITIONAL_DEFAULTS
+
+
+@click.command()
+@click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The dissected dataset (Broden format).")
+@click.option("--dissection", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The layer's dissection (results/dissect/<run>/<layer>): its thresholds, presence rule and basis.")
+@click.option("--model", "model_spec", default=None, help="The dissected model's spec (docs/cli.md, Model specs).")
+@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
+@click.option("--activations", "caches", multiple=True, type=click.Path(path_type=Path),
+              help="Activation cache directory of the layer instead of --model; repeat for several shards.")
+@click.option("--max-length", type=click.IntRange(1), default=C.max_length, show_default=True,
+              help="Longest formula (labels joined by OR, AND, AND NOT).")
+@click.option("--beam", type=click.IntRange(1), default=C.beam, show_default=True, help="Formulas kept per step.")
+@click.option("--union", type=click.Choice(UNION_RULES), default=C.union, show_default=True,
+              help="dissection: the union counts the unit's pixels as the dissection's presence rule does (a single "
+                   "label scores its dissection IoU); plain: every mask pixel (Mu & Andreas).")
+@click.option("--batch-size", type=click.IntRange(1), default=C.batch_size, show_default=True,
+              help="Images per forward pass.")
+@normalize_option
+@device_option
+@workers_option
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+def compositional(dataset_dir, dissection, model_spec, arch, caches, max_length, beam, union, batch_size,
+                  normalize, device, workers, out_dir) -> None:
+    """Compositional explanations (Mu & Andreas 2020): each unit's best formula over concepts, by exact IoU."""
+    from unitscope.compositional.run import compositional_layer
+    from unitscope.models import load_model
+    from unitscope.settings import CompositionalSettings
+
+    if (model_spec is None) == (not caches):
+        raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
+    settings = CompositionalSettings(max_length=max_length, beam=beam, union=union, batch_size=batch_size)
+    try:
+        source = load_model(model_spec, arch) if model_spec else list(caches)
+        written = compositional_layer(dataset_dir, source, dissection, out_dir, settings, normalize, device, workers)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(str(written))
+
+
+
+@click.command()
+@click.option("--model", "model_spec", required=True,
+              help="A classifier of the dataset's scenes whose weights name its classes, e.g. a ProbeCNN checkpoint "
+                   "(file:results/models/probecnn/checkpoint-256.pt --arch probecnn).")
+@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
+@click.option("--layer", required=True, help="Layer whose units are zeroed.")
+@click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The Broden-format dataset the classifier was trained on (its held-out scenes are used).")
+@click.option("--dissection", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The layer's dissection: the labels of each class's most important units are recorded.")
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True,
+              help="The images used: held-out (val) or training ones.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True,
+              help="Inputs per forward pass (copies of the images under several masks share one).")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the random-units control.")
+@normalize_option
+@device_option
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+def ablate(model_spec, arch, layer, dataset_dir, dissection, split, batch_size, seed, normalize, device,
+           out_dir) -> None:
+    """Unit ablation (Bau et al. 2020): each unit zeroed, each class's accuracy and logit; each class's top units."""
+    from unitscope.ablation.run import ablate_layer
+    from unitscope.models import load_model
+
+    try:
+        model = load_model(model_spec, arch)
+        written = ablate_layer(model, layer, dataset_dir, out_dir, dissection, split, normalize, device, batch_size,
+                               seed)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(str(written))
+
+
+COMMANDS = [compositional, ablate]
