@@ -22,6 +22,7 @@ include: "workflow/rules/saliency.smk"
 include: "workflow/rules/visualize.smk"
 include: "workflow/rules/compositional.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/explain.smk"
 include: "workflow/rules/report.smk"
 
 

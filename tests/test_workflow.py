@@ -102,6 +102,7 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
         "invert_layers": len(config["visualize"]["invert"]["runs"]),
         "compositional": sum(len(entry["layers"]) for entry in config["compositional"]["runs"].values()),
         "ablation": sum(len(entry["layers"]) for entry in config["ablation"]["runs"].values()),
+        "explain": len(config["explain"]["runs"]),
     }
     # Counted by hand for the shipped config: dissections 15 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 5 rotated)
     # + 4 untrained + 12 conditions (4 × 3 seeds) + 1 on permuted labels + 26 EfficientNet (3 layers, 9 swept,
@@ -204,6 +205,9 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
         ({"compositional": {"runs": {"m": {"layers": ["conv2"]}}}},
          "compositional.runs.m.layers`: 'conv2' is not dissected for 'm' (its layers: conv1)"),
         ({"compositional": {"max_length": 0, "runs": {"m": {"layers": ["conv1"]}}}}, "compositional.max_length"),
+        ({"explain": {"runs": {"m": {"layer": "conv2", "images": ["builtin:chelsea"]}}}},
+         "explain.runs.m.layer`: 'conv2' is not dissected for 'm' (its layers: conv1)"),
+        ({"explain": {"runs": {"m": {"layer": "conv1", "images": ["photos"]}}}}, "explain.runs.m.images`: photos"),
         ({"ablation": {"runs": {"m": {"layers": ["conv1"]}}}},
          "ablation.runs.m`: needs a classifier of the dataset's scenes: a model trained by the workflow"),
         ({"models": {"m": {"spec": "efficientnet-lite0", "layers": ["_blocks.4._swish"]}}},
@@ -451,6 +455,13 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         "classes"])
     assert "Removing this unit" in (clone / "reports/site/probecnn/conv4/unit-0001.html").read_text()
     assert "beach-s" in (clone / "reports/site/ablation/probecnn.html").read_text()
+
+    # Explained predictions: ProbeCNN's logits split exactly over conv4's units (its head is pool -> linear).
+    explained = pd.read_csv(clone / "results/explain/probecnn/images.csv")
+    assert len(explained) == 3 and (explained["residual"].abs() < 1e-4).all()
+    assert json.loads((clone / "results/explain/probecnn/meta.json").read_text())["weighting"] == "cam"
+    assert "Egyptian cat" not in (clone / "reports/site/explain/probecnn.html").read_text()  # ProbeCNN: scenes
+    assert "chelsea" in (clone / "reports/site/explain/probecnn.html").read_text()
 
     # A result left over from a model since removed from the config never reaches the site.
     leftover = results / "removed-model" / "conv4"

@@ -303,6 +303,10 @@ class InversionSettings:
 INVERSION_DEFAULTS = InversionSettings()
 
 
+#: How a prediction's logit is split over a layer's units (``unitscope.explain.decomposition``): the linear head's
+#: weights after global average pooling (CAM, exact), or Grad-CAM's gradient weights.
+WEIGHTINGS = ("cam", "grad-cam")
+
 #: Union rules of a formula's IoU (``unitscope.compositional.search``): the dissection's (its presence rule) or
 #: Mu & Andreas's plain dataset-level IoU.
 UNION_RULES = ("dissection", "plain")
@@ -327,3 +331,28 @@ class CompositionalSettings:
 
 
 COMPOSITIONAL_DEFAULTS = CompositionalSettings()
+
+
+@dataclass(frozen=True)
+class Net2VecSettings:
+    """Net2Vec's probes (Fong & Vedaldi 2018; docs/net2vec.md): the segmentation probe by SGD with momentum 0.9 on the
+    class-weighted loss (summed over an image's pixels), the classification probe on balanced classes."""
+
+    epochs: int = 30
+    lr: float = 1e-4
+    momentum: float = 0.9
+    batch_size: int = 16
+    classification_epochs: int = 200
+    classification_lr: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> None:
+        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size),
+                              ("--classification-epochs", self.classification_epochs)):
+            if value < 1:
+                raise ValueError(f"{option} must be at least 1, got {value}")
+        if not self.lr > 0 or not self.classification_lr > 0 or not 0 <= self.momentum < 1:
+            raise ValueError("Net2VecSettings: learning rates must be positive and momentum lie in [0, 1)")
+
+
+NET2VEC_DEFAULTS = Net2VecSettings()

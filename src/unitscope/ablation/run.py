@@ -61,7 +61,8 @@ def ablate_layer(model: LoadedModel, layer: str, dataset: str | Path, out_dir: s
         dissected.check_weights(model)
         if dissected.meta["layer"] != layer:
             raise ValueError(f"--dissection {dissection} dissected layer {dissected.meta['layer']!r}, not {layer!r}")
-        labels = {unit: label if unit in dissected.detectors else "" for unit, label in dissected.labels.items()}
+        labels = {int(unit): label if unit in dissected.detectors else ""
+                  for unit, label in dissected.units["label"].items()}
         name = dissected.meta["model"]
     scenes = BrodenDataset(dataset, categories=["scene"])
     images, targets = scene_data(scenes, split, classes)

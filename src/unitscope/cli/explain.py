@@ -1,5 +1,6 @@
 """Analyses beyond one unit, one concept (docs/cli.md): ``unitscope compositional`` (logical formulas over concepts
-for the units of a dissected layer) and ``unitscope ablate`` (what zeroing each unit does to each class)."""
+for the units of a dissected layer), ``unitscope ablate`` (what zeroing each unit does to each class) and
+``unitscope explain`` (predictions split over interpreted units)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import click
 
 from unitscope.options import device_option, normalize_option, workers_option
-from unitscope.settings import COMPOSITIONAL_DEFAULTS, UNION_RULES
+from unitscope.settings import COMPOSITIONAL_DEFAULTS, UNION_RULES, WEIGHTINGS
 
 C = COMPOSITIONAL_DEFAULTS
 
@@ -86,4 +87,40 @@ def ablate(model_spec, arch, layer, dataset_dir, dissection, split, batch_size, 
     click.echo(str(written))
 
 
-COMMANDS = [compositional, ablate]
+
+@click.command()
+@click.option("--model", "model_spec", required=True, help="The dissected classifier's spec (docs/cli.md, Model specs).")
+@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
+@click.option("--dissection", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The dissection of the layer that feeds the classifier (results/dissect/<run>/<layer>): its units' "
+                   "labels, IoUs and detectors.")
+@click.option("--image", "images", multiple=True, required=True,
+              help="Image file, folder, Broden dataset (its val images) or builtin:NAME; repeat.")
+@click.option("--max-images", type=click.IntRange(1), default=None, help="Explain only the first N images.")
+@click.option("--size", type=click.IntRange(8), default=224, show_default=True, help="Side of the square images.")
+@click.option("--weights", "weighting", type=click.Choice(["auto", *WEIGHTINGS]), default="auto", show_default=True,
+              help="cam: the linear classifier's weights after global average pooling (exact); grad-cam: gradient "
+                   "weights, for other heads; auto: cam where the model has that head.")
+@click.option("--target", type=click.IntRange(0), default=None,
+              help="Class to explain (default: each image's top class).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Images per forward pass.")
+@normalize_option
+@device_option
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+def explain(model_spec, arch, dissection, images, max_images, size, weighting, target, batch_size, normalize, device,
+            out_dir) -> None:
+    """Explain predictions with interpreted units (Zhou et al. 2018): each logit split over the dissected layer."""
+    from unitscope.explain.run import explain_images
+    from unitscope.models import load_model
+    from unitscope.saliency.images import load_images
+
+    try:
+        loaded = load_images(images, size, max_images)
+        model = load_model(model_spec, arch)
+        written = explain_images(model, dissection, loaded, out_dir, weighting, target, normalize, device, batch_size)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(str(written))
+
+
+COMMANDS = [compositional, ablate, explain]

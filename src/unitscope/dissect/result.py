@@ -17,14 +17,14 @@ from unitscope.summary import detector_units, read_null_levels, read_tally
 @dataclass(frozen=True)
 class Dissected:
     """What a dissection result says about its layer's units: the detectors (1-based, best IoU first; the
-    significant ones when it has a permutation null), each unit's top label (empty when its best IoU is 0), its
-    highest activation over the dataset (the first of its top images) and its top images (``unit``, ``rank``,
-    ``image``: a path below the dataset's ``images/``)."""
+    significant ones when it has a permutation null), each unit's top ``label`` (empty when its best IoU is 0),
+    ``category`` and best IoU (``score``), indexed by unit, its highest activation over the dataset (the first of
+    its top images) and its top images (``unit``, ``rank``, ``image``: a path below the dataset's ``images/``)."""
 
     path: Path
     meta: dict
     detectors: list[int]
-    labels: dict[int, str]
+    units: pd.DataFrame
     peaks: dict[int, float]
     top: pd.DataFrame
 
@@ -43,8 +43,8 @@ class Dissected:
         levels = read_null_levels(path / "null.csv") if (path / "null.csv").exists() else None
         detectors = detector_units(tally, meta["iou_threshold"], levels)["unit"].tolist()
         first = top[top["rank"] == 1]
-        labels = dict(zip(tally["unit"].astype(int), tally["label"].astype(str)))
-        return cls(path, meta, detectors, labels, dict(zip(first["unit"].astype(int), first["max_activation"].astype(float))),
+        units = tally.set_index("unit")[["label", "category", "score"]].sort_index()
+        return cls(path, meta, detectors, units, dict(zip(first["unit"].astype(int), first["max_activation"].astype(float))),
                    top[["unit", "rank", "image"]])
 
     def thresholds(self) -> np.ndarray:

@@ -35,13 +35,14 @@ def sections() -> dict[str, type[Section]]:
     from unitscope.report.ablation import AblationSection
     from unitscope.report.compositional import CompositionalSection
     from unitscope.report.dimension import DimensionSection
+    from unitscope.report.explain import ExplanationSection
     from unitscope.report.dissection import DissectionSection
     from unitscope.report.saliency import SaliencySection, SanitySection
     from unitscope.report.visualize import InversionSection, VisualizationSection
 
     return {section.kind: section for section in (DissectionSection, DimensionSection, SaliencySection, SanitySection,
                                                   VisualizationSection, InversionSection, CompositionalSection,
-                                                  AblationSection)}
+                                                  AblationSection, ExplanationSection)}
 
 
 @lru_cache(maxsize=1)
