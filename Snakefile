@@ -23,6 +23,7 @@ include: "workflow/rules/visualize.smk"
 include: "workflow/rules/compositional.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/explain.smk"
+include: "workflow/rules/net2vec.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -94,3 +94,12 @@ def test_compositional_defaults_agree() -> None:
         assert compositional[key]["default"] == getattr(COMPOSITIONAL_DEFAULTS, key), key
         assert _option("compositional", key).default == getattr(COMPOSITIONAL_DEFAULTS, key), key
     assert tuple(compositional["union"]["enum"]) == UNION_RULES
+
+
+def test_net2vec_defaults_agree() -> None:
+    from unitscope.settings import NET2VEC_DEFAULTS
+
+    net2vec = SCHEMA["properties"]["net2vec"]["properties"]
+    for key in ("epochs", "lr", "seed"):
+        assert net2vec[key]["default"] == getattr(NET2VEC_DEFAULTS, key), key
+        assert _option("net2vec", key).default == getattr(NET2VEC_DEFAULTS, key), key

@@ -103,6 +103,7 @@ def test_default_config_plans_every_stage(clone: Path) -> None:
         "compositional": sum(len(entry["layers"]) for entry in config["compositional"]["runs"].values()),
         "ablation": sum(len(entry["layers"]) for entry in config["ablation"]["runs"].values()),
         "explain": len(config["explain"]["runs"]),
+        "net2vec": sum(len(entry["layers"]) for entry in config["net2vec"]["runs"].values()),
     }
     # Counted by hand for the shipped config: dissections 15 ProbeCNN (4 layers, 2 repeats, 4 checkpoints, 5 rotated)
     # + 4 untrained + 12 conditions (4 × 3 seeds) + 1 on permuted labels + 26 EfficientNet (3 layers, 9 swept,
@@ -208,6 +209,9 @@ def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> 
         ({"explain": {"runs": {"m": {"layer": "conv2", "images": ["builtin:chelsea"]}}}},
          "explain.runs.m.layer`: 'conv2' is not dissected for 'm' (its layers: conv1)"),
         ({"explain": {"runs": {"m": {"layer": "conv1", "images": ["photos"]}}}}, "explain.runs.m.images`: photos"),
+        ({"net2vec": {"runs": {"m": {"layers": ["conv2"]}}}},
+         "net2vec.runs.m.layers`: 'conv2' is not dissected for 'm' (its layers: conv1)"),
+        ({"net2vec": {"epochs": 0, "runs": {"m": {"layers": ["conv1"]}}}}, "net2vec.epochs"),
         ({"ablation": {"runs": {"m": {"layers": ["conv1"]}}}},
          "ablation.runs.m`: needs a classifier of the dataset's scenes: a model trained by the workflow"),
         ({"models": {"m": {"spec": "efficientnet-lite0", "layers": ["_blocks.4._swish"]}}},
@@ -462,6 +466,12 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
     assert json.loads((clone / "results/explain/probecnn/meta.json").read_text())["weighting"] == "cam"
     assert "Egyptian cat" not in (clone / "reports/site/explain/probecnn.html").read_text()  # ProbeCNN: scenes
     assert "chelsea" in (clone / "reports/site/explain/probecnn.html").read_text()
+
+    # Net2Vec of conv4: every concept with training images, the best single unit beside the combination.
+    probes = pd.read_csv(clone / "results/net2vec/probecnn/conv4/concepts.csv", keep_default_na=False)
+    assert len(probes) > 10 and probes["unit"].between(1, 256).all()
+    assert json.loads((clone / "results/net2vec/probecnn/conv4/meta.json").read_text())["settings"]["epochs"] == 2
+    assert "Net2Vec" in (clone / "reports/site/net2vec/probecnn.html").read_text()
 
     # A result left over from a model since removed from the config never reaches the site.
     leftover = results / "removed-model" / "conv4"

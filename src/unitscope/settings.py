@@ -336,7 +336,8 @@ COMPOSITIONAL_DEFAULTS = CompositionalSettings()
 @dataclass(frozen=True)
 class Net2VecSettings:
     """Net2Vec's probes (Fong & Vedaldi 2018; docs/net2vec.md): the segmentation probe by SGD with momentum 0.9 on the
-    class-weighted loss (summed over an image's pixels), the classification probe on balanced classes."""
+    paper's class-weighted loss (summed over an image's pixels), the classification probe on balanced classes. The
+    epochs, learning rates and batch size are unitscope's choices, recorded in ``meta.json``."""
 
     epochs: int = 30
     lr: float = 1e-4

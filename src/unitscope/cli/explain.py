@@ -1,6 +1,7 @@
 """Analyses beyond one unit, one concept (docs/cli.md): ``unitscope compositional`` (logical formulas over concepts
 for the units of a dissected layer), ``unitscope ablate`` (what zeroing each unit does to each class) and
-``unitscope explain`` (predictions split over interpreted units)."""
+``unitscope explain`` (predictions split over interpreted units) and ``unitscope net2vec`` (concepts as
+weighted combinations of units)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import click
 
 from unitscope.options import device_option, normalize_option, workers_option
-from unitscope.settings import COMPOSITIONAL_DEFAULTS, UNION_RULES, WEIGHTINGS
+from unitscope.settings import COMPOSITIONAL_DEFAULTS, NET2VEC_DEFAULTS, UNION_RULES, WEIGHTINGS
 
 C = COMPOSITIONAL_DEFAULTS
+N = NET2VEC_DEFAULTS
 
 
 @click.command()
@@ -123,4 +125,44 @@ def explain(model_spec, arch, dissection, images, max_images, size, weighting, t
     click.echo(str(written))
 
 
-COMMANDS = [compositional, ablate, explain]
+
+@click.command()
+@click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The dissected dataset (Broden format): probes train on its train split, are scored on its val split.")
+@click.option("--dissection", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The layer's dissection (results/dissect/<run>/<layer>): its thresholds binarise the units.")
+@click.option("--model", "model_spec", default=None, help="The dissected model's spec (docs/cli.md, Model specs).")
+@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
+@click.option("--activations", "caches", multiple=True, type=click.Path(path_type=Path),
+              help="Activation cache directory of the layer instead of --model; repeat for several shards.")
+@click.option("--concept", "concepts", multiple=True, help="Train only this concept's probes (a label name); repeat.")
+@click.option("--epochs", type=click.IntRange(1), default=N.epochs, show_default=True,
+              help="Epochs of the segmentation probes (SGD, momentum 0.9).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=N.lr, show_default=True,
+              help="Learning rate of the segmentation probes (their loss is summed over an image's pixels).")
+@click.option("--batch-size", type=click.IntRange(1), default=N.batch_size, show_default=True,
+              help="Images per step of the segmentation probes.")
+@click.option("--seed", type=click.IntRange(0), default=N.seed, show_default=True, help="Seed of the image order.")
+@normalize_option
+@device_option
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+def net2vec(dataset_dir, dissection, model_spec, arch, caches, concepts, epochs, lr, batch_size, seed, normalize,
+            device, out_dir) -> None:
+    """Net2Vec (Fong & Vedaldi 2018): each concept as a weighted combination of the layer's units."""
+    import dataclasses
+
+    from unitscope.models import load_model
+    from unitscope.net2vec.run import net2vec_layer
+
+    if (model_spec is None) == (not caches):
+        raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
+    settings = dataclasses.replace(N, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    try:
+        source = load_model(model_spec, arch) if model_spec else list(caches)
+        written = net2vec_layer(dataset_dir, source, dissection, out_dir, settings, normalize, device, concepts)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(str(written))
+
+
+COMMANDS = [compositional, ablate, explain, net2vec]

@@ -15,13 +15,12 @@ from unitscope import __version__
 from unitscope.broden.reader import BrodenDataset
 from unitscope.compositional.counts import CombinationCounts, CombinationTally
 from unitscope.compositional.search import FormulaSearch, Scored
-from unitscope.dissect.passes import Transform
 from unitscope.dissect.result import Dissected
-from unitscope.dissect.sources import Source, every_row, labelled_batches, prepare
+from unitscope.dissect.sources import Source, every_row, labelled_batches
 from unitscope.dissect.tables import label_names
 from unitscope.io import staged_directory, write_csv, write_json
 from unitscope.progress import progress
-from unitscope.settings import COMPOSITIONAL_DEFAULTS, CompositionalSettings, DissectSettings, Rotation
+from unitscope.settings import COMPOSITIONAL_DEFAULTS, CompositionalSettings
 
 KIND = "compositional"
 SCHEMA_VERSION = 1
@@ -33,20 +32,11 @@ def count_layer(dataset: BrodenDataset, source: Source, dissected: Dissected, ba
     """The dissected layer's masks (its thresholds over the same images, in the same basis; a model's input
     normalised as the dissection's unless ``normalize`` says otherwise) counted by label set; refuses activations
     whose masks are not the dissection's (other weights, normalisation or dataset)."""
+    dataset = dissected.dataset(dataset)
+    run, transform = dissected.rerun(dataset, source, batch_size, normalize, device, workers)
     meta = dissected.meta
-    if dataset.index_sha256() != meta["dataset"]["index_sha256"] or dataset.categories != meta["categories"]:
-        raise ValueError(f"--dataset {dataset.root} is not the dataset {dissected.path} dissected (index.csv or "
-                         f"categories differ); give {meta['dataset'].get('path', 'that dataset')}")
-    rotation = Rotation(**meta["rotation"]) if meta.get("rotation") else None
-    settings = DissectSettings(presence=meta["presence"], rotation=rotation, batch_size=batch_size, device=device,
-                               workers=workers, max_images=meta["dataset"]["images"],
-                               normalize=normalize or meta["normalize"])
-    run = prepare(dataset, source, [meta["layer"]], settings, None)
-    if run.model is not None:
-        dissected.check_weights(run.model)
     tally = CombinationTally(dissected.thresholds(), np.asarray(dataset.primary), len(dataset.categories),
                              meta["presence"], run.device)
-    transform = Transform(rotation, run.device)
     with closing(every_row(run, labelled_batches(run), "masks")) as batches:
         for _, raw, seg in batches:
             tally.update(transform(raw[meta["layer"]]), seg)
@@ -106,11 +96,7 @@ def compositional_layer(dataset: str | Path | BrodenDataset, source: Source, dis
     activation caches."""
     settings.validate()
     dissected = Dissected.read(dissection)
-    if not isinstance(dataset, BrodenDataset):
-        if not (Path(dataset) / "index.csv").is_file():
-            raise ValueError(f"--dataset {dataset}: no index.csv; give the Broden-format dataset the layer was "
-                             "dissected on")
-        dataset = BrodenDataset(dataset, dissected.meta["categories"])
+    dataset = dissected.dataset(dataset)
     counts = count_layer(dataset, source, dissected, settings.batch_size, normalize, device, workers)
     formulas = explain_units(counts, settings, label_names(dataset))
     meta = {"kind": KIND, "schema_version": SCHEMA_VERSION,

@@ -9,8 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unitscope.broden.reader import BrodenDataset
+from unitscope.dissect.passes import Transform
+from unitscope.dissect.sources import Run, Source, prepare
 from unitscope.models.registry import LoadedModel
 from unitscope.results import read_thresholds
+from unitscope.settings import DissectSettings, Rotation
 from unitscope.summary import detector_units, read_null_levels, read_tally
 
 
@@ -46,6 +50,34 @@ class Dissected:
         units = tally.set_index("unit")[["label", "category", "score"]].sort_index()
         return cls(path, meta, detectors, units, dict(zip(first["unit"].astype(int), first["max_activation"].astype(float))),
                    top[["unit", "rank", "image"]])
+
+    def dataset(self, dataset: str | Path | BrodenDataset) -> BrodenDataset:
+        """``dataset`` opened with the dissection's categories, refused unless it is the dissected one."""
+        if not isinstance(dataset, BrodenDataset):
+            if not (Path(dataset) / "index.csv").is_file():
+                raise ValueError(f"--dataset {dataset}: no index.csv; give the Broden-format dataset the layer was "
+                                 "dissected on")
+            dataset = BrodenDataset(dataset, self.meta["categories"])
+        recorded = self.meta["dataset"]
+        if dataset.index_sha256() != recorded["index_sha256"] or dataset.categories != self.meta["categories"]:
+            raise ValueError(f"--dataset {dataset.root} is not the dataset {self.path} dissected (index.csv or "
+                             f"categories differ); give {recorded.get('path', 'that dataset')}")
+        return dataset
+
+    def rerun(self, dataset: BrodenDataset, source: Source, batch_size: int = 32, normalize: str | None = None,
+              device: str = "auto", workers: int = 0) -> tuple[Run, Transform]:
+        """The dissection's images, activation source and basis again, for a later pass over its layer: the
+        validated run (a model's input normalised as the dissection's unless ``normalize`` says otherwise; a model
+        of other weights refused) and the change of basis to apply to each batch."""
+        meta = self.meta
+        rotation = Rotation(**meta["rotation"]) if meta.get("rotation") else None
+        settings = DissectSettings(presence=meta["presence"], rotation=rotation, batch_size=batch_size,
+                                   device=device, workers=workers, max_images=meta["dataset"]["images"],
+                                   normalize=normalize or meta["normalize"])
+        run = prepare(dataset, source, [meta["layer"]], settings, None)
+        if run.model is not None:
+            self.check_weights(run.model)
+        return run, Transform(rotation, run.device)
 
     def thresholds(self) -> np.ndarray:
         """T_u of every unit, float32 (exactly the dissection's)."""

@@ -36,13 +36,14 @@ def sections() -> dict[str, type[Section]]:
     from unitscope.report.compositional import CompositionalSection
     from unitscope.report.dimension import DimensionSection
     from unitscope.report.explain import ExplanationSection
+    from unitscope.report.net2vec import Net2VecSection
     from unitscope.report.dissection import DissectionSection
     from unitscope.report.saliency import SaliencySection, SanitySection
     from unitscope.report.visualize import InversionSection, VisualizationSection
 
     return {section.kind: section for section in (DissectionSection, DimensionSection, SaliencySection, SanitySection,
                                                   VisualizationSection, InversionSection, CompositionalSection,
-                                                  AblationSection, ExplanationSection)}
+                                                  AblationSection, ExplanationSection, Net2VecSection)}
 
 
 @lru_cache(maxsize=1)

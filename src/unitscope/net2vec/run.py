@@ -1,0 +1,246 @@
+"""Net2Vec of a dissected layer, written as a result (kind ``net2vec``, docs/outputs.md): every concept's segmentation
+and classification probe over the layer's binarised units (the dissection's thresholds), trained on the dataset's
+``train`` images and evaluated on its ``val`` images against the best single unit, under both IoU protocols."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unitscope import __version__
+from unitscope.broden.reader import BrodenDataset
+from unitscope.dissect.result import Dissected
+from unitscope.dissect.sources import Source, every_row, labelled_batches
+from unitscope.dissect.tables import label_names
+from unitscope.io import staged_directory, write_csv, write_json, write_npz
+from unitscope.net2vec.probes import (
+    average_precision,
+    segmentation_logits,
+    top_units,
+    train_classification,
+    train_segmentation,
+    units_carrying,
+)
+from unitscope.progress import progress
+from unitscope.settings import NET2VEC_DEFAULTS, Net2VecSettings
+from unitscope.tally import Bilinear
+
+KIND = "net2vec"
+SCHEMA_VERSION = 1
+#: How many of each concept's largest weights the sparsity sweep keeps (``None``: all).
+SPARSITY = (1, 2, 4, 8, 16, 32, None)
+CONCEPTS_COLUMNS = ["number", "concept", "category", "train_images", "val_images", "alpha", "iou", "iou_dissection",
+                    "unit", "unit_iou", "unit_iou_dissection", "units_90", "ap", "ap_unit", "unit_ap"]
+SPARSITY_COLUMNS = ["number", "concept", "k", "iou", "iou_dissection"]
+#: Net2Vec's paper-scale results (Fong & Vedaldi 2018, Net2Vec protocol, mean over Broden's concepts).
+REFERENCE = {"AlexNet (ImageNet) conv5": {"combination": 0.115, "single unit": 0.043},
+             "VGG16 (Places365) conv5_3": {"combination": 0.150, "single unit": 0.115}}
+
+
+@dataclass
+class ProbeData:
+    """A layer over a dataset, as the probes need it: ``binary`` units (N, K, h, w) bool (A_k > T_k); ``targets``
+    (N, C, S/8) the concepts' pixels packed along the label map's S pixels; per image and concept ``contains`` and
+    ``present`` (the concept's category is present: the dissection's ``image`` rule); ``unit_pixels`` (N, K) and
+    ``unit_hits`` (N, K, C): each unit's mask pixels (the dissection's masks) and those on each concept."""
+
+    concepts: np.ndarray
+    binary: torch.Tensor
+    targets: np.ndarray
+    train: np.ndarray
+    contains: np.ndarray
+    present: np.ndarray
+    concept_pixels: np.ndarray
+    unit_pixels: np.ndarray
+    unit_hits: np.ndarray
+    label_size: tuple[int, int]
+
+    def target_batch(self, rows: np.ndarray) -> torch.Tensor:
+        pixels = self.label_size[0] * self.label_size[1]
+        unpacked = np.unpackbits(self.targets[rows], axis=2, count=pixels).astype(bool)
+        return torch.from_numpy(unpacked.reshape(len(rows), len(self.concepts), *self.label_size))
+
+
+def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_size: int = 32,
+           normalize: str | None = None, device: str = "auto") -> ProbeData:
+    """One pass over every image: the layer's binarised units, the concepts' pixels and the single units' counts
+    (a model's input normalised as the dissection's unless ``normalize`` says otherwise)."""
+    dataset = dissected.dataset(dataset)
+    run, transform = dissected.rerun(dataset, source, batch_size, normalize, device)
+    meta = dissected.meta
+    primary = torch.as_tensor(np.asarray(dataset.primary))
+    concepts = torch.nonzero(primary >= 0).flatten()
+    concepts = concepts[concepts > 0]
+    thresholds = torch.as_tensor(dissected.thresholds(), device=run.device)
+    categories = torch.zeros(len(primary), len(dataset.categories), dtype=torch.bool)
+    categories[concepts, primary[concepts]] = True
+    split = dataset.index["split"].to_numpy()
+    parts: dict[str, list] = {key: [] for key in ("binary", "targets", "contains", "present", "concept_pixels",
+                                                  "unit_pixels", "unit_hits", "rows")}
+    with closing(every_row(run, labelled_batches(run), "units")) as batches:
+        for indices, raw, seg in batches:
+            acts = transform(raw[meta["layer"]])
+            b, units = acts.shape[:2]
+            size = tuple(seg.combination_ids.shape[1:])
+            members = torch.zeros(b, seg.combination_labels.shape[1], len(primary), dtype=torch.bool)
+            members.scatter_(2, seg.combination_labels.long(), True)
+            members |= torch.zeros(b, len(primary), dtype=torch.bool).scatter_(
+                1, seg.image_labels.long(), True)[:, None, :]
+            members[:, :, 0] = False
+            chosen = members[:, :, concepts]  # (B, combinations, C)
+            ids = seg.combination_ids.long().reshape(b, -1, 1).expand(-1, -1, len(concepts))
+            targets = chosen.gather(1, ids).transpose(1, 2)  # (B, C, S)
+            labels = (members & (seg.combination_pixels > 0)[:, :, None]).any(dim=1)
+            grid = Bilinear(tuple(acts.shape[2:]), size, run.device)
+            masks = (grid.dense(acts.flatten(0, 1)).reshape(b, units, -1) > thresholds[None, :, None]).float().cpu()
+            parts["binary"].append((acts > thresholds[None, :, None, None]).cpu())
+            parts["targets"].append(np.packbits(targets.numpy(), axis=2))
+            parts["contains"].append(labels[:, concepts].numpy())
+            parts["present"].append((labels.float() @ categories.float() > 0)[:, primary[concepts]].numpy())
+            parts["concept_pixels"].append(targets.sum(dim=2).numpy())
+            parts["unit_pixels"].append(masks.sum(dim=2).numpy())
+            parts["unit_hits"].append(torch.bmm(masks, targets.float().transpose(1, 2)).numpy())
+            parts["rows"].append(np.asarray(indices))
+    rows = np.concatenate(parts.pop("rows"))
+    joined = {key: np.concatenate(value) if key != "binary" else torch.cat(value) for key, value in parts.items()}
+    return ProbeData(concepts.numpy(), joined["binary"], joined["targets"], split[rows] == "train",
+                     joined["contains"], joined["present"], joined["concept_pixels"].astype(np.int64),
+                     joined["unit_pixels"].astype(np.int64), joined["unit_hits"].astype(np.int64), size)
+
+
+def _iou(hits: np.ndarray, area: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU = hits / (area + truth − hits), 0 where the union is empty."""
+    union = area + truth - hits
+    return np.divide(hits, union, out=np.zeros(hits.shape), where=union > 0)
+
+
+def _protocols(hits: np.ndarray, area, truth: np.ndarray, contains: np.ndarray,
+               present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoUs (…, C) over a set of images by Net2Vec's protocol (the masks counted on the images that contain the
+    concept) and by the dissection's (every image, the masks counted where the concept's category is present);
+    ``area(where)`` gives the mask pixels counted on the images ``where`` (N, C) says."""
+    total = truth.sum(axis=0)
+    return _iou(hits, area(contains), total), _iou(hits, area(present), total)
+
+
+def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissection: str | Path, out_dir: str | Path,
+                  settings: Net2VecSettings = NET2VEC_DEFAULTS, normalize: str | None = None,
+                  device: str = "auto", concepts: Sequence[str] = ()) -> Path:
+    """Train and evaluate the probes of every concept with training images (or of the named ``concepts``) on a
+    dissected layer; writes ``concepts.csv``, ``sparsity.csv``, ``weights.npz``, ``summary.json`` and ``meta.json``
+    into ``out_dir``."""
+    settings.validate()
+    dissected = Dissected.read(dissection)
+    dataset = dissected.dataset(dataset)
+    data = gather(dataset, source, dissected, settings.batch_size, normalize, device)
+    train, val = np.flatnonzero(data.train), np.flatnonzero(~data.train)
+    if not len(train) or not len(val):
+        raise ValueError(f"--dataset {dataset.root}: Net2Vec needs train and val images (index.csv split); it has "
+                         f"{len(train)} and {len(val)}")
+    names, primary = label_names(dataset), np.asarray(dataset.primary)
+    trained = data.concept_pixels[train].sum(axis=0) > 0
+    if concepts:
+        position = {names[n]: i for i, n in enumerate(data.concepts)}
+        unknown = [name for name in concepts if name not in position]
+        if unknown:
+            raise ValueError(f"--concept {unknown[0]!r} is not a label of the dissected categories of {dataset.root}")
+        lacking = [name for name in concepts if not trained[position[name]]]
+        if lacking:
+            raise ValueError(f"--concept {lacking[0]!r} has no training image in {dataset.root} (split=train): "
+                             "its probe cannot be trained; leave it out")
+        trained = np.isin(np.arange(len(data.concepts)), [position[name] for name in concepts])
+    if not trained.any():
+        raise ValueError(f"--dataset {dataset.root}: no concept has a training image")
+    keep = np.flatnonzero(trained)
+    pixels = data.label_size[0] * data.label_size[1]
+    alpha = torch.as_tensor(1 - data.concept_pixels[train][:, keep].sum(axis=0) / (len(train) * pixels),
+                            dtype=torch.float32)
+    binary = data.binary.float()
+
+    def batches(epoch: int):
+        order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed + epoch))]
+        for start in range(0, len(order), settings.batch_size):
+            rows = order[start:start + settings.batch_size]
+            yield binary[rows], data.target_batch(rows)[:, keep]
+
+    bar = progress(total=1, desc="train", unit="probe")
+    weight, bias = train_segmentation(batches, binary.shape[1], alpha, data.label_size, settings.epochs, settings.lr,
+                                      settings.momentum)
+    bar.update(1)
+    bar.close()
+    units = binary.shape[1]
+    sweep = [(k, top_units(weight, k)) for k in sorted({min(k or units, units) for k in SPARSITY})]
+    hits = np.zeros((len(sweep), len(keep)), np.int64)
+    sizes = np.zeros((len(val), len(sweep), len(keep)), np.int64)
+    for start in range(0, len(val), settings.batch_size):
+        rows = val[start:start + settings.batch_size]
+        targets = data.target_batch(rows)[:, keep]
+        for s, (_, w) in enumerate(sweep):
+            with torch.no_grad():
+                masks = segmentation_logits(binary[rows], w, bias, data.label_size) > 0
+            hits[s] += (masks & targets).flatten(2).sum(dim=2).sum(dim=0).numpy()
+            sizes[start:start + len(rows), s] = masks.flatten(2).sum(dim=2).numpy()
+    truth, contains, present = data.concept_pixels[val][:, keep], data.contains[val][:, keep], data.present[val][:, keep]
+    combo = _protocols(hits, lambda where: (sizes * where[:, None, :]).sum(axis=0), truth, contains, present)
+
+    def single(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pixels = data.unit_pixels[rows]
+        return _protocols(data.unit_hits[rows][:, :, keep].sum(axis=0), lambda where: pixels.T @ where,
+                          data.concept_pixels[rows][:, keep], data.contains[rows][:, keep],
+                          data.present[rows][:, keep])
+
+    best = single(train)[0].argmax(axis=0)  # the best single unit of each concept, on the training images
+    unit_val = single(val)
+
+    features = binary.mean(dim=(2, 3))
+    labels = torch.as_tensor(data.contains[:, keep])
+    cls_weight, cls_bias = train_classification(features[train], labels[train], settings.classification_epochs,
+                                                settings.classification_lr, settings.momentum)
+    ap = average_precision((features[val] @ cls_weight.T + cls_bias), labels[val]).numpy()
+    units_ap = torch.stack([average_precision(features[train], labels[train][:, c:c + 1].expand(-1, features.shape[1]))
+                            for c in range(len(keep))])  # (C, K): each unit's pooled activation as the score
+    best_ap = units_ap.nan_to_num(-1.0).argmax(dim=1)
+    unit_ap = average_precision(features[val][:, best_ap], labels[val]).numpy()
+
+    carrying = units_carrying(weight).numpy()
+    numbers = data.concepts[keep]
+    categories = [dataset.categories[primary[n]] for n in numbers]
+    last = len(sweep) - 1
+    rows = [(int(n), names[n], categories[i], int(data.contains[train][:, keep[i]].sum()),
+             int(contains[:, i].sum()), float(alpha[i]), float(combo[0][last, i]), float(combo[1][last, i]),
+             int(best[i] + 1), float(unit_val[0][best[i], i]), float(unit_val[1][best[i], i]), int(carrying[i]),
+             float(ap[i]), int(best_ap[i]) + 1, float(unit_ap[i])) for i, n in enumerate(numbers)]
+    table = pd.DataFrame(rows, columns=CONCEPTS_COLUMNS)
+    sparsity = pd.DataFrame([(int(n), names[n], k, float(combo[0][s, i]), float(combo[1][s, i]))
+                             for s, (k, _) in enumerate(sweep) for i, n in enumerate(numbers)], columns=SPARSITY_COLUMNS)
+    evaluated = table[table["val_images"] > 0]
+    summary = {"concepts": len(table), "evaluated": len(evaluated),
+               "mean": {"net2vec": {"combination": float(evaluated["iou"].mean()),
+                                    "single unit": float(evaluated["unit_iou"].mean())},
+                        "dissection": {"combination": float(evaluated["iou_dissection"].mean()),
+                                       "single unit": float(evaluated["unit_iou_dissection"].mean())},
+                        "classification_ap": {"combination": float(np.nanmean(evaluated["ap"])),
+                                              "single unit": float(np.nanmean(evaluated["unit_ap"]))}},
+               "units_90": float(table["units_90"].median()), "reference": REFERENCE}
+    untrained = [] if concepts else [names[n] for n in data.concepts[~trained]]
+    meta = {"kind": KIND, "schema_version": SCHEMA_VERSION,
+            **{key: dissected.meta[key] for key in ("model", "model_spec", "weights_sha256", "layer", "units",
+                                                    "dataset", "categories", "rotation")},
+            "dissection": {"path": str(dissected.path), "run": dissected.path.parent.name},
+            "settings": asdict(settings), "requested_concepts": list(concepts), "images": {"train": len(train), "val": len(val)},
+            "untrained_concepts": untrained, "unitscope_version": __version__}
+    with staged_directory(Path(out_dir)) as staged:
+        write_csv(table, staged / "concepts.csv")
+        write_csv(sparsity, staged / "sparsity.csv")
+        write_npz({"concepts": numbers, "segmentation_weight": weight.numpy(), "segmentation_bias": bias.numpy(),
+                   "classification_weight": cls_weight.numpy(), "classification_bias": cls_bias.numpy()},
+                  staged / "weights.npz")
+        write_json(summary, staged / "summary.json")
+        write_json(meta, staged / "meta.json")
+    return Path(out_dir)

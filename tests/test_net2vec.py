@@ -1,0 +1,206 @@
+"""Net2Vec's probes on units that are known mixtures of concept detectors, its metrics, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from sklearn.metrics import average_precision_score
+
+from compositional_reference import concept_masks
+from test_dissect import DyadicNet, _settings, make_dataset, reference_activations
+from test_tally import bilinear_reference
+from unitscope.cli import main
+from unitscope.dissect import dissect
+from unitscope.models import LoadedModel
+from unitscope.net2vec.probes import (
+    average_precision,
+    class_weighted_loss,
+    segmentation_logits,
+    top_units,
+    train_classification,
+    train_segmentation,
+    units_carrying,
+)
+from unitscope.net2vec.run import CONCEPTS_COLUMNS, SPARSITY_COLUMNS, net2vec_layer
+from unitscope.settings import Net2VecSettings
+
+#: Two concepts planted as mixtures of six binary units: c0 = units 0 and 1, c1 = unit 2 but not unit 3.
+TRUE_WEIGHT = torch.tensor([[4.0, 4.0, 0, 0, 0, 0], [0, 0, 4.0, -4.0, 0, 0]])
+TRUE_BIAS = torch.tensor([-2.0, -2.0])
+
+
+def _planted(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    binary = (torch.rand(n, 6, 4, 4, generator=generator) < 0.3).float()
+    return binary, segmentation_logits(binary, TRUE_WEIGHT, TRUE_BIAS, (16, 16)) > 0
+
+
+def test_segmentation_probes_recover_the_mixing_weights() -> None:
+    binary, targets = _planted(96, 0)
+    alpha = 1 - targets.float().mean(dim=(0, 2, 3))
+
+    def batches(epoch: int):
+        order = torch.randperm(len(binary), generator=torch.Generator().manual_seed(epoch))
+        for start in range(0, len(order), 16):
+            rows = order[start:start + 16]
+            yield binary[rows], targets[rows]
+
+    weight, bias = train_segmentation(batches, 6, alpha, (16, 16), epochs=40, lr=1e-2, momentum=0.9)
+    cosine = F.cosine_similarity(weight, TRUE_WEIGHT, dim=1)
+    assert (cosine > 0.99).all(), cosine  # the planted units carry the concept, the others ~0
+    held_out, truth = _planted(32, 1)
+    predicted = segmentation_logits(held_out, weight, bias, (16, 16)) > 0
+    iou = (predicted & truth).sum(dim=(0, 2, 3)) / (predicted | truth).sum(dim=(0, 2, 3))
+    assert (iou > 0.85).all(), iou  # the class-weighted loss trades precision of rare concepts for recall
+    assert units_carrying(weight).tolist() == [2, 2]
+    assert (top_units(weight, 2).abs().argsort(dim=1, descending=True)[:, :2].sort(dim=1).values
+            == torch.tensor([[0, 1], [2, 3]])).all()
+
+
+def test_the_loss_is_the_class_weighted_one_by_hand() -> None:
+    logits = torch.tensor([[[[0.5, -1.0]], [[2.0, 0.0]]]])  # (1 image, 2 concepts, 1 × 2 pixels)
+    targets = torch.tensor([[[[True, False]], [[False, True]]]])
+    alpha = torch.tensor([0.9, 0.6])
+    softplus = lambda z: float(np.log1p(np.exp(z)))  # noqa: E731
+    expected = (0.9 * softplus(-0.5) + 0.1 * softplus(-1.0)) + (0.4 * softplus(2.0) + 0.6 * softplus(-0.0))
+    assert float(class_weighted_loss(logits, targets, alpha)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_classification_probe_finds_the_present_concept() -> None:
+    generator = torch.Generator().manual_seed(3)
+    features = torch.rand(200, 6, generator=generator)
+    labels = torch.stack([features[:, 0] + features[:, 1] > 1.2, features[:, 4] > 0.8], dim=1)
+    weight, bias = train_classification(features[:150], labels[:150], epochs=400, lr=0.5, momentum=0.9)
+    ap = average_precision(features[150:] @ weight.T + bias, labels[150:])
+    assert (ap > 0.9).all(), ap
+    assert set(weight[0].abs().topk(2).indices.tolist()) == {0, 1} and weight[1].abs().argmax() == 4
+
+
+def test_average_precision_equals_scikit_learn_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=(40, 12)).astype(float)  # many ties
+    labels = rng.random((40, 12)) < 0.3
+    ours = average_precision(torch.tensor(scores), torch.tensor(labels)).numpy()
+    expected = [average_precision_score(labels[:, j], scores[:, j]) for j in range(12)]
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
+    assert torch.isnan(average_precision(torch.rand(5, 1), torch.zeros(5, 1, dtype=torch.bool))).all()
+
+
+def _loaded() -> LoadedModel:
+    return LoadedModel(module=DyadicNet(), spec="python:DyadicNet", name="DyadicNet", default_normalize="none")
+
+
+@pytest.fixture(scope="module")
+def dissected(tmp_path_factory):
+    root = tmp_path_factory.mktemp("net2vec")
+    dataset = make_dataset(root / "ds", images=40)
+    dissect(dataset, DyadicNet(), ["mixed"], root / "dissect", _settings())
+    return dataset, root / "dissect" / "mixed"
+
+
+def test_single_units_and_both_protocols_equal_dense_masks(dissected, tmp_path) -> None:
+    """The best single unit's IoUs on the val images, by Net2Vec's protocol and by the dissection's, equal a dense
+    computation from the reference activations and label maps."""
+    dataset, dissection = dissected
+    written = net2vec_layer(dataset, _loaded(), dissection, tmp_path / "out", Net2VecSettings(epochs=2, lr=1e-3),
+                            device="cpu")
+    concepts = pd.read_csv(written / "concepts.csv", keep_default_na=False)
+    assert concepts.columns.tolist() == CONCEPTS_COLUMNS
+    acts = reference_activations(dataset, DyadicNet())["mixed"]
+    thresholds = pd.read_csv(dissection / "thresholds.csv")["threshold"].to_numpy(np.float64).astype(np.float32)
+    val = np.flatnonzero(dataset.index["split"].to_numpy() == "val")
+    train = np.flatnonzero(dataset.index["split"].to_numpy() == "train")
+    masks = np.stack([[bilinear_reference(acts[i, u].astype(np.float64), *dataset.label_size) > thresholds[u]
+                       for u in range(acts.shape[1])] for i in range(len(acts))])  # (N, units, sh, sw)
+    labels, _ = concept_masks(dataset)
+    primary = np.asarray(dataset.primary)
+
+    def ious(rows, unit, label):
+        mask, truth = masks[rows, unit], labels[label][rows]
+        hits = (mask & truth).sum()
+        contains = truth.any(axis=(1, 2))
+        category = np.array([any(primary[other] == primary[label] and labels[other][i].any() for other in labels)
+                             for i in rows])
+        net2vec = hits / (mask[contains].sum() + truth.sum() - hits)
+        dissection_union = mask[category].sum() + truth.sum() - hits
+        return net2vec, hits / dissection_union
+
+    checked = 0
+    for row in concepts.itertuples():
+        if row.val_images == 0:
+            continue
+        train_ious = [ious(train, u, row.number)[0] for u in range(acts.shape[1])]
+        assert row.unit == int(np.argmax(train_ious)) + 1  # chosen on the training images
+        net2vec, by_dissection = ious(val, row.unit - 1, row.number)
+        assert row.unit_iou == pytest.approx(net2vec, abs=1e-12)
+        assert row.unit_iou_dissection == pytest.approx(by_dissection, abs=1e-12)
+        checked += 1
+    assert checked >= 5
+    sparsity = pd.read_csv(written / "sparsity.csv")
+    assert sparsity.columns.tolist() == SPARSITY_COLUMNS and set(sparsity["k"]) == {1, 2, 4, 6}
+    full = sparsity[sparsity["k"] == 6].set_index("number")["iou"]
+    assert np.allclose(full.loc[concepts["number"]].to_numpy(), concepts["iou"].to_numpy())
+    summary = json.loads((written / "summary.json").read_text())
+    assert summary["reference"]["AlexNet (ImageNet) conv5"] == {"combination": 0.115, "single unit": 0.043}
+    with np.load(written / "weights.npz") as weights:
+        assert weights["segmentation_weight"].shape == (len(concepts), 6)
+
+
+def _val_only_kitchens(tmp_path) -> tuple:
+    """A dataset whose kitchen scenes are all in the val split, dissected; returns ``(dataset,)``."""
+    from unitscope.broden.format import split_of
+    from unitscope.broden.reader import BrodenDataset
+    from unitscope.broden.writer import BrodenWriter
+    from test_dissect import IMAGE, LABEL, LABELS
+
+    rng = np.random.default_rng(5)
+    with BrodenWriter(tmp_path / "kitchens", LABELS, image_size=IMAGE, label_size=LABEL) as writer:
+        for i in range(16):
+            image = np.kron(rng.integers(0, 256, (4, 4, 3)).astype(np.uint8), np.ones((8, 8, 1), np.uint8))
+            scene = 9 if split_of(f"src/img{i:02d}.jpg") == "val" else 8
+            writer.add_image("src", f"img{i:02d}", image, {"color": [np.ones((LABEL, LABEL), np.int64)]},
+                             {"scene": [scene]})
+    dataset = BrodenDataset(tmp_path / "kitchens")
+    dissect(dataset, DyadicNet(), ["mixed"], tmp_path / "k", _settings())
+    return (dataset,)
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path) -> None:
+    dataset, dissection = dissected
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="--concept 'nope' is not a label"):
+        net2vec_layer(dataset, _loaded(), dissection, out, device="cpu", concepts=["nope"])
+    with pytest.raises(ValueError, match="--concept 'kitchen-s' has no training image"):
+        net2vec_layer(*_val_only_kitchens(tmp_path), _loaded(), tmp_path / "k" / "mixed", out, device="cpu",
+                      concepts=["kitchen-s"])
+    with pytest.raises(ValueError, match="--epochs must be at least 1"):
+        net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=0), device="cpu")
+    assert not out.exists()
+    result = CliRunner().invoke(main, ["net2vec", "--dataset", str(dataset.root), "--dissection", str(dissection),
+                                       "--out", str(out)])
+    assert result.exit_code == 2 and "exactly one of --model" in result.output and not out.exists()
+
+
+def test_report_shows_combinations_beside_single_units(dissected, tmp_path) -> None:
+    dataset, dissection = dissected
+    written = net2vec_layer(dataset, _loaded(), dissection, tmp_path / "out", Net2VecSettings(epochs=2, lr=1e-3),
+                            device="cpu")
+    result = CliRunner().invoke(main, ["report", "--results", str(dissection.parent), "--results", str(written),
+                                       "--dataset", str(dataset.root), "--out", str(tmp_path / "site"),
+                                       "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    site = tmp_path / "site"
+    index = (site / "net2vec" / "index.html").read_text()
+    assert "paper: AlexNet (ImageNet) conv5 on Broden" in index and "0.115" in index
+    page = (site / "net2vec" / "DyadicNet.html").read_text()
+    concepts = pd.read_csv(written / "concepts.csv", keep_default_na=False)
+    assert all(name in page for name in concepts["concept"]) and "Sparsity" in page
+    shown = [p for p in (site / "concepts").glob("*.html") if p.name != "index.html"]
+    assert shown and any("Net2Vec" in p.read_text() for p in shown)
+    assert "Net2Vec" in (site / "DyadicNet" / "mixed" / "index.html").read_text()
