@@ -141,3 +141,14 @@ def test_report_shows_the_effects_with_the_dissection_labels(dataset, tmp_path) 
     assert all(scene in model_page for scene in SCENES) and "only top n kept" in model_page
     assert "No held-out image of this class" in model_page
     assert "Removing the 3 units that matter most" in (next(site.rglob("unit-0002.html")).parent / "index.html").read_text()
+
+
+def test_a_rotated_dissection_is_refused(dataset, tmp_path) -> None:
+    from unitscope.dissect import DissectSettings, Rotation, dissect
+
+    model = _model()
+    dissect(dataset, model, ["units"], tmp_path / "rotated",
+            DissectSettings(normalize="none", top_k=2, rotation=Rotation(alpha=1.0, seed=1)))
+    with pytest.raises(ValueError, match="computed in a rotated basis; ablation works on the model's own units"):
+        ablate_layer(model, "units", dataset.root, tmp_path / "out", tmp_path / "rotated" / "units", device="cpu")
+    assert not (tmp_path / "out").exists()

@@ -244,3 +244,27 @@ def test_report_shows_formulas_on_unit_layer_and_model_pages(dataset, dissected,
     model_page = (site / "compositional" / f"{model}.html").read_text()
     assert all(escape(text) in model_page for text in best["formula"])
     assert "Formulas" in (site / "index.html").read_text()
+
+
+def test_co_extensive_labels_of_two_categories_score_by_their_own_category() -> None:
+    """With the dissection's union, two labels covering the same pixels score differently when their categories are
+    present on different images: the better one is the unit's label; with the plain union they tie (lower number)."""
+    from scipy import sparse
+
+    from unitscope.compositional.counts import CombinationCounts
+    from unitscope.compositional.search import FormulaSearch
+    from unitscope.tally import TallyCounts
+
+    # label sets: {1, 2} (labels 1 and 2 always together), {3}, {}; label 1 in category 0, 2 in 1, 3 in 0
+    members = sparse.csr_matrix(np.array([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]], bool))
+    pixels = np.array([10, 30, 60])
+    mask = sparse.csr_matrix(np.array([[8, 2, 5]]))  # the unit's mask pixels per set
+    signatures = np.array([0b01, 0b11])  # images with category 0 only, with both
+    activation = np.array([[5, 10]])  # the unit's mask pixels in those images
+    counts = CombinationCounts(members, pixels, mask, signatures, activation, np.array([-1, 0, 1, 0]),
+                               ["a", "b"], "image", TallyCounts(*(np.zeros((1, 4), np.int64),) * 2, np.zeros((1, 2)),
+                                                                 np.zeros(1), 0))
+    best = FormulaSearch(counts, "dissection", beam=5).explain(0, 1)[0]
+    # label 1 (category 0): union 15 + 10 − 8; label 2 (category 1): union 10 + 10 − 8: label 2 scores better
+    assert best.formula.labels == (2,) and (best.intersect, best.union) == (8, 12)
+    assert FormulaSearch(counts, "plain", beam=5).explain(0, 1)[0].formula.labels == (1,)  # a tie: lower number

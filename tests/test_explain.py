@@ -135,6 +135,9 @@ def test_cli_refuses_other_weights_and_renders_the_page(setup, tmp_path) -> None
                                    "--image", "builtin:chelsea", "--out", str(tmp_path / "x")])
     assert refused.exit_code == 1 and "computed with other weights" in refused.output
     assert not (tmp_path / "x").exists()
+    import dataclasses
+
+    images = [dataclasses.replace(images[0], name="000016"), *images[1:]]  # a probe scene's name reads as a number
     written = explain_images(_loaded(PoolNet()), dissections["PoolNet"], images, tmp_path / "out", device="cpu")
     result = runner.invoke(main, ["report", "--results", str(dissections["PoolNet"].parent), "--results",
                                   str(written), "--dataset", str(dataset.root), "--out", str(tmp_path / "site"),
@@ -146,3 +149,20 @@ def test_cli_refuses_other_weights_and_renders_the_page(setup, tmp_path) -> None
     first = pd.read_csv(written / "units.csv").iloc[0]
     unit_page = (tmp_path / "site" / "PoolNet" / "units" / f"unit-{first['unit']:04d}.html").read_text()
     assert "In explained predictions" in unit_page
+
+
+def test_a_target_out_of_range_and_a_rotated_dissection_are_refused(setup, tmp_path) -> None:
+    dataset, dissections, images = setup
+    with pytest.raises(ValueError, match="--target 7 is out of range: the model has 3 classes"):
+        explain_images(_loaded(PoolNet()), dissections["PoolNet"], images, tmp_path / "out", target=7, device="cpu")
+    written = explain_images(_loaded(PoolNet()), dissections["PoolNet"], images, tmp_path / "one", target=1,
+                             device="cpu")
+    assert (pd.read_csv(written / "images.csv")["class"] == 1).all()
+    rotated = tmp_path / "rotated"
+    from unitscope.dissect import Rotation
+
+    dissect(dataset, PoolNet(), ["units"], rotated, DissectSettings(quantile=0.1, top_k=2, batch_size=4,
+                                                                    rotation=Rotation(alpha=1.0, seed=1)))
+    with pytest.raises(ValueError, match="computed in a rotated basis"):
+        explain_images(_loaded(PoolNet()), rotated / "units", images, tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()

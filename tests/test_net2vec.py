@@ -142,10 +142,26 @@ def test_single_units_and_both_protocols_equal_dense_masks(dissected, tmp_path) 
         assert row.unit_iou_dissection == pytest.approx(by_dissection, abs=1e-12)
         checked += 1
     assert checked >= 5
+    # the combinations' IoUs from the saved weights, on dense masks of the val images
+    with np.load(written / "weights.npz") as weights:
+        weight, bias = torch.from_numpy(weights["segmentation_weight"]), torch.from_numpy(weights["segmentation_bias"])
+        numbers = weights["concepts"].tolist()
+    binary = torch.from_numpy(acts[val] > thresholds[None, :, None, None]).float()
+    predicted = (segmentation_logits(binary, weight, bias, tuple(dataset.label_size)) > 0).numpy()
+    for i, number in enumerate(numbers):
+        row = concepts.set_index("number").loc[number]
+        truth = labels[number][val]
+        if not truth.any():
+            assert np.isnan(row["iou"])  # no val image to score it on
+            continue
+        mask, hits = predicted[:, i], (predicted[:, i] & truth).sum()
+        contains = truth.any(axis=(1, 2))
+        assert row["iou"] == pytest.approx(hits / (mask[contains].sum() + truth.sum() - hits), abs=1e-12)
     sparsity = pd.read_csv(written / "sparsity.csv")
     assert sparsity.columns.tolist() == SPARSITY_COLUMNS and set(sparsity["k"]) == {1, 2, 4, 6}
-    full = sparsity[sparsity["k"] == 6].set_index("number")["iou"]
-    assert np.allclose(full.loc[concepts["number"]].to_numpy(), concepts["iou"].to_numpy())
+    one = top_units(weight, 1)
+    kept = (one != 0).sum(dim=1)
+    assert (kept <= 1).all() and (one.abs().amax(dim=1) == weight.abs().amax(dim=1)).all()
     summary = json.loads((written / "summary.json").read_text())
     assert summary["reference"]["AlexNet (ImageNet) conv5"] == {"combination": 0.115, "single unit": 0.043}
     with np.load(written / "weights.npz") as weights:
@@ -185,6 +201,18 @@ def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path) -> None:
     result = CliRunner().invoke(main, ["net2vec", "--dataset", str(dataset.root), "--dissection", str(dissection),
                                        "--out", str(out)])
     assert result.exit_code == 2 and "exactly one of --model" in result.output and not out.exists()
+    other = DyadicNet(seed=5)  # an activation cache of another model records no weights: its maxima differ
+    from unitscope.activations import ActivationCacheWriter, extract_batches
+    from unitscope.broden.loaders import image_loader
+
+    with ActivationCacheWriter(tmp_path / "cache", image_start=0, image_stop=len(dataset), model="other",
+                               model_spec="python:DyadicNet", dataset={"index_sha256": dataset.index_sha256()}) as w:
+        for indices, acts in extract_batches(other, ["mixed"], image_loader(dataset, range(len(dataset)), 4), "none",
+                                             torch.device("cpu")):
+            w.write(indices, acts)
+    with pytest.raises(ValueError, match="the activations differ from those of --dissection"):
+        net2vec_layer(dataset, [tmp_path / "cache"], dissection, out, device="cpu")
+    assert not out.exists()
 
 
 def test_report_shows_combinations_beside_single_units(dissected, tmp_path) -> None:

@@ -337,23 +337,26 @@ COMPOSITIONAL_DEFAULTS = CompositionalSettings()
 class Net2VecSettings:
     """Net2Vec's probes (Fong & Vedaldi 2018; docs/net2vec.md): the segmentation probe by SGD with momentum 0.9 on the
     paper's class-weighted loss (summed over an image's pixels), the classification probe on balanced classes. The
-    epochs, learning rates and batch size are unitscope's choices, recorded in ``meta.json``."""
+    epochs, learning rates and step size are unitscope's choices, recorded in ``meta.json``."""
 
     epochs: int = 30
     lr: float = 1e-4
     momentum: float = 0.9
-    batch_size: int = 16
+    step_images: int = 16
     classification_epochs: int = 200
     classification_lr: float = 0.1
     seed: int = 0
 
     def validate(self) -> None:
-        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size),
-                              ("--classification-epochs", self.classification_epochs)):
+        for option, value in (("--epochs", self.epochs), ("--step-images", self.step_images),
+                              ("classification_epochs", self.classification_epochs)):
             if value < 1:
                 raise ValueError(f"{option} must be at least 1, got {value}")
-        if not self.lr > 0 or not self.classification_lr > 0 or not 0 <= self.momentum < 1:
-            raise ValueError("Net2VecSettings: learning rates must be positive and momentum lie in [0, 1)")
+        for option, value in (("--lr", self.lr), ("classification_lr", self.classification_lr)):
+            if not value > 0:
+                raise ValueError(f"{option} must be positive, got {value}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"Net2VecSettings.momentum must lie in [0, 1), got {self.momentum}")
 
 
 NET2VEC_DEFAULTS = Net2VecSettings()

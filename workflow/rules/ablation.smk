@@ -10,6 +10,9 @@ def _check_ablation() -> None:
     for run, entry in ABLATION.get("runs", {}).items():
         if run not in RUNS:
             raise config_error(f"ablation.runs.{run}", f"is not a dissected run; choose from {', '.join(RUNS)}")
+        if RUNS[run].alpha is not None:
+            raise config_error(f"ablation.runs.{run}", "is dissected in a rotated basis; ablation works on the model's own "
+                               "units: name the unrotated run")
         if RUNS[run].source.iteration is None:
             raise config_error(f"ablation.runs.{run}", "needs a classifier of the dataset's scenes: a model trained "
                                "by the workflow (`train`), whose checkpoint names its classes")

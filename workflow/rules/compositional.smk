@@ -1,6 +1,7 @@
 # Compositional explanations (Mu & Andreas 2020; docs/compositional.md): every unit of a dissected layer labelled
 # with its best formula over concepts, from the dissection's own masks. One job per (run, layer) under
-# `compositional.runs`; it runs the layer's forward pass again (the activation caches are temporary).
+# `compositional.runs`: it reads the source's activation cache where the plan caches it (kept until these jobs are
+# done), else runs the layer's forward pass again.
 
 COMPOSITIONAL = config.get("compositional") or {}
 
@@ -22,16 +23,16 @@ REPORT_RESULTS.extend(f"results/compositional/{run}/{layer}" for run, entry in C
 
 
 def compositional_inputs(wildcards) -> dict:
-    """The dissection, the weights it was computed with and its dataset."""
+    """The dissection, and the activation caches of every shard or what a forward pass needs."""
     return {"dissection": f"results/dissect/{wildcards.run}/{wildcards.layer}",
-            **forward_inputs(RUNS[wildcards.run].source)}
+            **dissect_inputs(wildcards, all_shards=True)}
 
 
-def compositional_options(wildcards) -> str:
+def compositional_options(wildcards, input) -> str:
     """Every option of `unitscope compositional` for a (run, layer) but `--out`."""
     source = RUNS[wildcards.run].source
     return " ".join([
-        model_options(source), f"--dataset {shlex.quote(dataset_dir(model_dataset(source.model)))}",
+        source_option(wildcards, input), f"--dataset {shlex.quote(dataset_dir(model_dataset(source.model)))}",
         f"--dissection results/dissect/{wildcards.run}/{shlex.quote(wildcards.layer)}",
         f"--max-length {COMPOSITIONAL['max_length']}", f"--beam {COMPOSITIONAL['beam']}",
         f"--union {COMPOSITIONAL['union']}", f"--batch-size {config['batch_size']}", f"--device {config['device']}",

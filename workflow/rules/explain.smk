@@ -9,6 +9,9 @@ def _check_explain() -> None:
     for run, entry in EXPLAIN.get("runs", {}).items():
         if run not in RUNS:
             raise config_error(f"explain.runs.{run}", f"is not a dissected run; choose from {', '.join(RUNS)}")
+        if RUNS[run].alpha is not None:
+            raise config_error(f"explain.runs.{run}", "is dissected in a rotated basis; explain works on the model's own "
+                               "units: name the unrotated run")
         if entry["layer"] not in RUNS[run].layers:
             raise config_error(f"explain.runs.{run}.layer", f"{entry['layer']!r} is not dissected for {run!r} "
                                f"(its layers: {', '.join(RUNS[run].layers)})")

@@ -1,7 +1,7 @@
 # Net2Vec (Fong & Vedaldi 2018; docs/net2vec.md): every concept of the dataset as a weighted combination of a
 # dissected layer's binarised units, by segmentation and classification probes trained on the train split and scored
-# on the val split against the best single unit. One job per (run, layer) under `net2vec.runs`; it runs the layer's
-# forward pass again (the activation caches are temporary).
+# on the val split against the best single unit. One job per (run, layer) under `net2vec.runs`: it reads the source's
+# activation cache where the plan caches it (kept until these jobs are done), else runs the layer's forward pass.
 
 NET2VEC = config.get("net2vec") or {}
 
@@ -23,20 +23,20 @@ REPORT_RESULTS.extend(f"results/net2vec/{run}/{layer}" for run, entry in NET2VEC
 
 
 def net2vec_inputs(wildcards) -> dict:
-    """The dissection (its thresholds), the weights it was computed with and its dataset."""
+    """The dissection (its thresholds), and the activation caches of every shard or what a forward pass needs."""
     return {"dissection": f"results/dissect/{wildcards.run}/{wildcards.layer}",
-            **forward_inputs(RUNS[wildcards.run].source)}
+            **dissect_inputs(wildcards, all_shards=True)}
 
 
-def net2vec_options(wildcards) -> str:
+def net2vec_options(wildcards, input) -> str:
     """Every option of `unitscope net2vec` for a (run, layer) but `--out`."""
     source = RUNS[wildcards.run].source
     return " ".join([
-        model_options(source),
+        source_option(wildcards, input),
         f"--dataset {shlex.quote(dataset_dir(model_dataset(source.model)))}",
         f"--dissection results/dissect/{wildcards.run}/{shlex.quote(wildcards.layer)}",
         f"--epochs {NET2VEC['epochs']}", f"--lr {NET2VEC['lr']}", f"--seed {NET2VEC['seed']}",
-        f"--device {config['device']}"])
+        f"--batch-size {config['batch_size']}", f"--device {config['device']}", f"--workers {config['loader_workers']}"])
 
 
 rule net2vec:

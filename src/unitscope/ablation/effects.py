@@ -7,6 +7,7 @@ from torch import nn
 
 from unitscope.hooks import Trace
 from unitscope.models.normalize import normalizer
+from unitscope.progress import progress
 
 
 @torch.no_grad()
@@ -23,6 +24,7 @@ def masked_outputs(model: nn.Module, layer: str, images: torch.Tensor, keep: tor
     to_input = normalizer(normalize)
     units = keep.shape[1]
     per_pass = max(1, batch_size // max(1, min(len(images), batch_size)))
+    bar = progress(total=len(keep) * len(images), desc="ablations", unit="img")
     chunks = []
     for start in range(0, len(images), batch_size):
         x = to_input(images[start:start + batch_size].to(device))
@@ -39,7 +41,9 @@ def masked_outputs(model: nn.Module, layer: str, images: torch.Tensor, keep: tor
 
             with Trace(model, edits={layer: edit}):
                 rows.append(model(x.repeat(len(masks), 1, 1, 1)).reshape(len(masks), len(x), -1).float().cpu())
+            bar.update(len(masks) * len(x))
         chunks.append(torch.cat(rows))
+    bar.close()
     return torch.cat(chunks, dim=1)
 
 

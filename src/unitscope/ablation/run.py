@@ -17,6 +17,7 @@ from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect.result import Dissected
 from unitscope.hooks import Trace
 from unitscope.io import staged_directory, write_csv, write_json
+from unitscope.models.normalize import normalizer
 from unitscope.models.registry import LoadedModel
 from unitscope.settings import resolve_device
 from unitscope.train import scene_data
@@ -31,8 +32,7 @@ TOP_UNITS = (1, 2, 4, 8, 16, 32)
 
 
 def layer_units(model: torch.nn.Module, layer: str, image: torch.Tensor, normalize: str, device) -> int:
-    from unitscope.models.normalize import normalizer
-
+    """How many units (channels) ``layer`` has, from one forward pass on ``image``."""
     with torch.no_grad(), Trace(model.eval().to(device), [layer], stop=True) as trace:
         output = trace(normalizer(normalize)(image[None].to(device)))[layer]
     if output.dim() < 2:
@@ -59,6 +59,7 @@ def ablate_layer(model: LoadedModel, layer: str, dataset: str | Path, out_dir: s
     if dissection is not None:
         dissected = Dissected.read(dissection)
         dissected.check_weights(model)
+        dissected.check_unrotated("ablation")
         if dissected.meta["layer"] != layer:
             raise ValueError(f"--dissection {dissection} dissected layer {dissected.meta['layer']!r}, not {layer!r}")
         labels = {int(unit): label if unit in dissected.detectors else ""

@@ -30,9 +30,10 @@ N = NET2VEC_DEFAULTS
 @click.option("--beam", type=click.IntRange(1), default=C.beam, show_default=True, help="Formulas kept per step.")
 @click.option("--union", type=click.Choice(UNION_RULES), default=C.union, show_default=True,
               help="dissection: the union counts the unit's pixels as the dissection's presence rule does (a single "
-                   "label scores its dissection IoU); plain: every mask pixel (Mu & Andreas).")
+                   "label scores its dissection IoU where no pixel has it in two layers); plain: every mask pixel "
+                   "(Mu & Andreas).")
 @click.option("--batch-size", type=click.IntRange(1), default=C.batch_size, show_default=True,
-              help="Images per forward pass.")
+              help="Images per forward pass (the dissection's, for the same activations).")
 @normalize_option
 @device_option
 @workers_option
@@ -53,7 +54,6 @@ def compositional(dataset_dir, dissection, model_spec, arch, caches, max_length,
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(str(written))
-
 
 
 @click.command()
@@ -87,7 +87,6 @@ def ablate(model_spec, arch, layer, dataset_dir, dissection, split, batch_size, 
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(str(written))
-
 
 
 @click.command()
@@ -125,7 +124,6 @@ def explain(model_spec, arch, dissection, images, max_images, size, weighting, t
     click.echo(str(written))
 
 
-
 @click.command()
 @click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="The dissected dataset (Broden format): probes train on its train split, are scored on its val split.")
@@ -140,14 +138,17 @@ def explain(model_spec, arch, dissection, images, max_images, size, weighting, t
               help="Epochs of the segmentation probes (SGD, momentum 0.9).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=N.lr, show_default=True,
               help="Learning rate of the segmentation probes (their loss is summed over an image's pixels).")
-@click.option("--batch-size", type=click.IntRange(1), default=N.batch_size, show_default=True,
+@click.option("--step-images", type=click.IntRange(1), default=N.step_images, show_default=True,
               help="Images per step of the segmentation probes.")
 @click.option("--seed", type=click.IntRange(0), default=N.seed, show_default=True, help="Seed of the image order.")
+@click.option("--batch-size", type=click.IntRange(1), default=C.batch_size, show_default=True,
+              help="Images per forward pass (the dissection's, for the same activations).")
 @normalize_option
 @device_option
+@workers_option
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
-def net2vec(dataset_dir, dissection, model_spec, arch, caches, concepts, epochs, lr, batch_size, seed, normalize,
-            device, out_dir) -> None:
+def net2vec(dataset_dir, dissection, model_spec, arch, caches, concepts, epochs, lr, step_images, seed, batch_size,
+            normalize, device, workers, out_dir) -> None:
     """Net2Vec (Fong & Vedaldi 2018): each concept as a weighted combination of the layer's units."""
     import dataclasses
 
@@ -156,10 +157,11 @@ def net2vec(dataset_dir, dissection, model_spec, arch, caches, concepts, epochs,
 
     if (model_spec is None) == (not caches):
         raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
-    settings = dataclasses.replace(N, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    settings = dataclasses.replace(N, epochs=epochs, lr=lr, step_images=step_images, seed=seed)
     try:
         source = load_model(model_spec, arch) if model_spec else list(caches)
-        written = net2vec_layer(dataset_dir, source, dissection, out_dir, settings, normalize, device, concepts)
+        written = net2vec_layer(dataset_dir, source, dissection, out_dir, settings, normalize, device, concepts,
+                                batch_size, workers)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(str(written))

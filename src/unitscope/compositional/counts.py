@@ -20,6 +20,9 @@ from scipy import sparse
 from unitscope.broden.loaders import SegmentationBatch
 from unitscope.tally import Tally, TallyCounts, _BatchLabels
 
+#: Batches of counts kept apart before they are added up (bounds memory by the distinct pairs, not the batches).
+_PENDING_PARTS = 64
+
 
 @dataclass(frozen=True)
 class _SetLabels(_BatchLabels):
@@ -89,7 +92,7 @@ class CombinationTally(Tally):
         rows = np.sort(rows, axis=2)
         numbers = np.full((b, c), -1, np.int64)
         for i, j in zip(*np.nonzero(pixels)):
-            key = rows[i, j].tobytes()
+            key = rows[i, j][rows[i, j] > 0].tobytes()  # the set, whatever the batch's padding
             number = self._sets.get(key)
             if number is None:
                 number = self._sets[key] = len(self._set_labels)
@@ -106,6 +109,9 @@ class CombinationTally(Tally):
             unit[pair], batch.sets[image[pair], combination], combinations[pair, combination])))
         signature = (present.long() * self._bits).sum(dim=1)
         self._signature_parts.append(tuple(t.cpu().numpy() for t in (unit, signature, combinations.sum(dim=1))))
+        if len(self._mask_parts) >= _PENDING_PARTS:  # keep memory to the distinct (unit, set) pairs
+            self._mask_parts = [_coalesced(self._mask_parts)]
+            self._signature_parts = [_coalesced(self._signature_parts)]
         return present
 
     def combination_counts(self, categories: list[str]) -> CombinationCounts:
@@ -123,6 +129,15 @@ class CombinationTally(Tally):
         np.add.at(activation, (rows, column.reshape(-1)), values)
         return CombinationCounts(members, np.asarray(self._set_pixels, np.int64), mask, signatures.astype(np.int64),
                                  activation, self._primary, list(categories), self.presence, self.counts())
+
+
+def _coalesced(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One (row, column, value) triple array per distinct (row, column), values added."""
+    rows, columns, values = (np.concatenate([part[k] for part in parts]) for k in range(3))
+    pairs, inverse = np.unique(np.stack([rows, columns]), axis=1, return_inverse=True)
+    sums = np.zeros(pairs.shape[1], np.int64)
+    np.add.at(sums, inverse.reshape(-1), values.astype(np.int64))
+    return pairs[0], pairs[1], sums
 
 
 def _summed(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], shape: tuple[int, int]) -> sparse.csr_matrix:

@@ -17,7 +17,9 @@ class Formula:
     operators: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if len(self.operators) != len(self.labels) - 1 or not self.labels:
+        if not self.labels:
+            raise ValueError("a formula needs at least one label")
+        if len(self.operators) != len(self.labels) - 1:
             raise ValueError(f"a formula of {len(self.labels)} labels needs {len(self.labels) - 1} operators")
         unknown = set(self.operators) - set(OPERATORS)
         if unknown:

@@ -46,10 +46,12 @@ def count_layer(dataset: BrodenDataset, source: Source, dissected: Dissected, ba
 
 
 def _check_masks(counts: CombinationCounts, dissected: Dissected) -> None:
-    """The masks' intersections with every label must be the dissection's, integer for integer."""
+    """The masks' intersections with every label must be the dissection's, integer for integer (``ious.csv`` lists
+    every non-zero one)."""
     ious = pd.read_csv(dissected.path / "ious.csv")
-    ours = counts.tally.intersect[ious["unit"].to_numpy() - 1, ious["number"].to_numpy()]
-    if not np.array_equal(ours, ious["intersect"].to_numpy()):
+    expected = np.zeros_like(counts.tally.intersect)
+    expected[ious["unit"].to_numpy() - 1, ious["number"].to_numpy()] = ious["intersect"].to_numpy()
+    if not np.array_equal(counts.tally.intersect, expected):
         raise ValueError(f"the masks differ from those of --dissection {dissected.path}: give the activations "
                          "(model, checkpoint, normalisation) it dissected")
 

@@ -153,22 +153,25 @@ class FormulaSearch:
 
     def _best(self, kept: list[Scored], candidates: list[tuple]) -> list[Scored]:
         """The ``beam`` best of ``kept`` and ``candidates`` (``(iou, parent, op, label, hits, union)`` in the order
-        found), the kept (shorter) formulas first on equal IoU, never two with the same extension."""
+        found), the kept (shorter) formulas first on equal IoU; of formulas with the same extension only the first
+        in that order (with the dissection's union, two of them can score differently)."""
         order = sorted([(-s.iou, 0, i) for i, s in enumerate(kept)] +
                        [(-item[0], 1, i) for i, item in enumerate(candidates)])
-        seen = {self.extension(s.formula).where.tobytes() for s in kept}
+        seen: set[bytes] = set()
         chosen: list[Scored] = []
         for _, new, i in order:
             if len(chosen) == self.beam:
                 break
-            if not new:
-                chosen.append(kept[i])
-                continue
-            iou, parent, op, label, hits, union = candidates[i]
-            key = _apply(self.extension(parent.formula).where, op, self._column(label)).tobytes()
+            if new:
+                iou, parent, op, label, hits, union = candidates[i]
+                key = _apply(self.extension(parent.formula).where, op, self._column(label)).tobytes()
+                scored = Scored(parent.formula.extend(op, label), float(iou), hits, union)
+            else:
+                scored = kept[i]
+                key = self.extension(scored.formula).where.tobytes()
             if key not in seen:
                 seen.add(key)
-                chosen.append(Scored(parent.formula.extend(op, label), float(iou), hits, union))
+                chosen.append(scored)
         return chosen
 
 

@@ -41,15 +41,19 @@ class Dissected:
                 raise ValueError(f"kind {meta.get('kind')!r}")
             tally = read_tally(path / "tally.csv")
             top = pd.read_csv(path / "top_images.csv")
+            for name in ("thresholds.csv", "ious.csv"):
+                if not (path / name).is_file():
+                    raise ValueError(f"no {name}")
+            levels = read_null_levels(path / "null.csv") if (path / "null.csv").exists() else None
+            detectors = detector_units(tally, meta["iou_threshold"], levels)["unit"].tolist()
+            first = top[top["rank"] == 1]
+            peaks = dict(zip(first["unit"].astype(int), first["max_activation"].astype(float)))
+            units = tally.set_index("unit")[["label", "category", "score"]].sort_index()
+            view = top[["unit", "rank", "image"]]
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(f"--dissection {path}: not a dissection result directory ({error}); give a "
                              "results/dissect/<run>/<layer> directory") from None
-        levels = read_null_levels(path / "null.csv") if (path / "null.csv").exists() else None
-        detectors = detector_units(tally, meta["iou_threshold"], levels)["unit"].tolist()
-        first = top[top["rank"] == 1]
-        units = tally.set_index("unit")[["label", "category", "score"]].sort_index()
-        return cls(path, meta, detectors, units, dict(zip(first["unit"].astype(int), first["max_activation"].astype(float))),
-                   top[["unit", "rank", "image"]])
+        return cls(path, meta, detectors, units, peaks, view)
 
     def dataset(self, dataset: str | Path | BrodenDataset) -> BrodenDataset:
         """``dataset`` opened with the dissection's categories, refused unless it is the dissected one."""
@@ -78,6 +82,20 @@ class Dissected:
         if run.model is not None:
             self.check_weights(run.model)
         return run, Transform(rotation, run.device)
+
+    def check_unrotated(self, what: str) -> None:
+        """Refuse a dissection of a rotated basis where ``what`` works on the model's own units."""
+        if self.meta.get("rotation"):
+            raise ValueError(f"--dissection {self.path} was computed in a rotated basis; {what} works on the model's "
+                             "own units: give the unrotated dissection of the layer")
+
+    def check_peaks(self, maxima: np.ndarray) -> None:
+        """Refuse activations whose per-unit maxima over the dataset are not the dissection's (its first top images):
+        another checkpoint, normalisation or dataset."""
+        expected = np.array([self.peaks[unit] for unit in range(1, len(maxima) + 1)], np.float32)
+        if not np.array_equal(np.asarray(maxima, np.float32), expected):
+            raise ValueError(f"the activations differ from those of --dissection {self.path}: give the activations "
+                             "(model, checkpoint, normalisation) it dissected")
 
     def thresholds(self) -> np.ndarray:
         """T_u of every unit, float32 (exactly the dissection's)."""

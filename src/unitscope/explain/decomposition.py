@@ -76,6 +76,8 @@ def decompose(model: nn.Module, layer: str, inputs: torch.Tensor, head: LinearHe
         with torch.set_grad_enabled(head is None):
             logits = model(inputs)
         acts = trace.outputs[layer]
+        if target is not None and not 0 <= target < logits.shape[1]:
+            raise ValueError(f"--target {target} is out of range: the model has {logits.shape[1]} classes")
         classes = logits.argmax(dim=1) if target is None else torch.full((len(inputs),), target, device=logits.device)
         logit = logits.gather(1, classes[:, None])[:, 0]
         if head is not None:

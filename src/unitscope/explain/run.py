@@ -40,14 +40,13 @@ def explain_images(model: LoadedModel, dissection: str | Path, images: Sequence[
     ``meta.json`` into ``out_dir``."""
     dissected = Dissected.read(dissection)
     dissected.check_weights(model)
+    dissected.check_unrotated("explaining predictions")
     layer = dissected.meta["layer"]
     if weighting not in ("auto", *WEIGHTINGS):
         raise ValueError(f"--weights {weighting!r} is not one of auto, {', '.join(WEIGHTINGS)}")
     if not images:
         raise ValueError("no images to explain")
     names = list(model.classes or [])
-    if target is not None and names and not 0 <= target < len(names):
-        raise ValueError(f"--target {target} is out of range: the model has {len(names)} classes")
     device = resolve_device(str(device))
     normalize = normalize or dissected.meta.get("normalize") or model.default_normalize
     to_input = normalizer(normalize)

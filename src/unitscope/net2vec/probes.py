@@ -35,10 +35,10 @@ def class_weighted_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: torc
 
 
 def train_segmentation(batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], units: int,
-                       alpha: torch.Tensor, size: tuple[int, int], epochs: int, lr: float, momentum: float,
-                       keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       alpha: torch.Tensor, size: tuple[int, int], epochs: int, lr: float,
+                       momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights (C, K) and biases (C,) of the segmentation probes; ``batches(epoch)`` yields (binary units
-    (B, K, h, w) float, targets (B, C, sh, sw) bool); ``keep`` (C, K) bool restricts each concept to some units."""
+    (B, K, h, w) float, targets (B, C, sh, sw) bool)."""
     concepts = len(alpha)
     weight = torch.zeros(concepts, units, requires_grad=True)
     bias = torch.zeros(concepts, requires_grad=True)
@@ -46,11 +46,9 @@ def train_segmentation(batches: Callable[[int], Iterable[tuple[torch.Tensor, tor
     for epoch in range(epochs):
         for binary, targets in batches(epoch):
             optimizer.zero_grad()
-            used = weight if keep is None else weight * keep
-            class_weighted_loss(segmentation_logits(binary, used, bias, size), targets, alpha).backward()
+            class_weighted_loss(segmentation_logits(binary, weight, bias, size), targets, alpha).backward()
             optimizer.step()
-    final = weight.detach() if keep is None else weight.detach() * keep
-    return final, bias.detach()
+    return weight.detach(), bias.detach()
 
 
 def train_classification(features: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float,

@@ -47,8 +47,11 @@ REFERENCE = {"AlexNet (ImageNet) conv5": {"combination": 0.115, "single unit": 0
 class ProbeData:
     """A layer over a dataset, as the probes need it: ``binary`` units (N, K, h, w) bool (A_k > T_k); ``targets``
     (N, C, S/8) the concepts' pixels packed along the label map's S pixels; per image and concept ``contains`` and
-    ``present`` (the concept's category is present: the dissection's ``image`` rule); ``unit_pixels`` (N, K) and
-    ``unit_hits`` (N, K, C): each unit's mask pixels (the dissection's masks) and those on each concept."""
+    ``present`` (the concept's category is present: the dissection's ``image`` rule); ``unit_pixels`` (N, K): each
+    unit's mask pixels per image (the dissection's masks) and ``unit_hits`` (2, K, C) those on each concept, summed
+    over the train images and over the val images. The concepts' pixels are held packed (S/8 bytes per image and
+    concept: about 1.5 GB per 10,000 images of Broden's 1,197 concepts at 112 px), which bounds the datasets this
+    runs on in memory."""
 
     concepts: np.ndarray
     binary: torch.Tensor
@@ -68,11 +71,12 @@ class ProbeData:
 
 
 def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_size: int = 32,
-           normalize: str | None = None, device: str = "auto") -> ProbeData:
+           normalize: str | None = None, device: str = "auto", workers: int = 0) -> ProbeData:
     """One pass over every image: the layer's binarised units, the concepts' pixels and the single units' counts
-    (a model's input normalised as the dissection's unless ``normalize`` says otherwise)."""
+    (a model's input normalised as the dissection's unless ``normalize`` says otherwise); refuses activations that
+    are not the dissection's."""
     dataset = dissected.dataset(dataset)
-    run, transform = dissected.rerun(dataset, source, batch_size, normalize, device)
+    run, transform = dissected.rerun(dataset, source, batch_size, normalize, device, workers)
     meta = dissected.meta
     primary = torch.as_tensor(np.asarray(dataset.primary))
     concepts = torch.nonzero(primary >= 0).flatten()
@@ -80,9 +84,11 @@ def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_s
     thresholds = torch.as_tensor(dissected.thresholds(), device=run.device)
     categories = torch.zeros(len(primary), len(dataset.categories), dtype=torch.bool)
     categories[concepts, primary[concepts]] = True
-    split = dataset.index["split"].to_numpy()
+    is_train = dataset.index["split"].to_numpy() == "train"
     parts: dict[str, list] = {key: [] for key in ("binary", "targets", "contains", "present", "concept_pixels",
-                                                  "unit_pixels", "unit_hits", "rows")}
+                                                  "unit_pixels", "rows")}
+    unit_hits = torch.zeros(2, len(thresholds), len(concepts), dtype=torch.float64)
+    maxima = torch.full((len(thresholds),), -torch.inf, device=run.device)
     with closing(every_row(run, labelled_batches(run), "units")) as batches:
         for indices, raw, seg in batches:
             acts = transform(raw[meta["layer"]])
@@ -105,13 +111,18 @@ def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_s
             parts["present"].append((labels.float() @ categories.float() > 0)[:, primary[concepts]].numpy())
             parts["concept_pixels"].append(targets.sum(dim=2).numpy())
             parts["unit_pixels"].append(masks.sum(dim=2).numpy())
-            parts["unit_hits"].append(torch.bmm(masks, targets.float().transpose(1, 2)).numpy())
+            hits = torch.bmm(masks, targets.float().transpose(1, 2)).double()  # exact: at most S per image
+            train_rows = torch.as_tensor(is_train[np.asarray(indices)])
+            unit_hits[0] += hits[train_rows].sum(dim=0)
+            unit_hits[1] += hits[~train_rows].sum(dim=0)
+            maxima = torch.maximum(maxima, acts.amax(dim=(0, 2, 3)))
             parts["rows"].append(np.asarray(indices))
+    dissected.check_peaks(maxima.cpu().numpy())
     rows = np.concatenate(parts.pop("rows"))
     joined = {key: np.concatenate(value) if key != "binary" else torch.cat(value) for key, value in parts.items()}
-    return ProbeData(concepts.numpy(), joined["binary"], joined["targets"], split[rows] == "train",
-                     joined["contains"], joined["present"], joined["concept_pixels"].astype(np.int64),
-                     joined["unit_pixels"].astype(np.int64), joined["unit_hits"].astype(np.int64), size)
+    return ProbeData(concepts.numpy(), joined["binary"], joined["targets"], is_train[rows], joined["contains"],
+                     joined["present"], joined["concept_pixels"].astype(np.int64),
+                     joined["unit_pixels"].astype(np.int64), unit_hits.round().long().numpy(), size)
 
 
 def _iou(hits: np.ndarray, area: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -131,15 +142,15 @@ def _protocols(hits: np.ndarray, area, truth: np.ndarray, contains: np.ndarray,
 
 def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissection: str | Path, out_dir: str | Path,
                   settings: Net2VecSettings = NET2VEC_DEFAULTS, normalize: str | None = None,
-                  device: str = "auto", concepts: Sequence[str] = ()) -> Path:
+                  device: str = "auto", concepts: Sequence[str] = (), batch_size: int = 32, workers: int = 0) -> Path:
     """Train and evaluate the probes of every concept with training images (or of the named ``concepts``) on a
-    dissected layer; writes ``concepts.csv``, ``sparsity.csv``, ``weights.npz``, ``summary.json`` and ``meta.json``
-    into ``out_dir``."""
+    dissected layer (``batch_size`` images per forward pass: the dissection's, for the same activations); writes
+    ``concepts.csv``, ``sparsity.csv``, ``weights.npz``, ``summary.json`` and ``meta.json`` into ``out_dir``."""
     settings.validate()
     dissected = Dissected.read(dissection)
     dataset = dissected.dataset(dataset)
-    data = gather(dataset, source, dissected, settings.batch_size, normalize, device)
-    train, val = np.flatnonzero(data.train), np.flatnonzero(~data.train)
+    data = gather(dataset, source, dissected, batch_size, normalize, device, workers)
+    train, val = np.flatnonzero(data.train), np.flatnonzero(~data.train)  # val: every image not in the train split
     if not len(train) or not len(val):
         raise ValueError(f"--dataset {dataset.root}: Net2Vec needs train and val images (index.csv split); it has "
                          f"{len(train)} and {len(val)}")
@@ -163,23 +174,24 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
                             dtype=torch.float32)
     binary = data.binary.float()
 
+    bar = progress(total=settings.epochs, desc="segmentation probes", unit="epoch")
+
     def batches(epoch: int):
         order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed + epoch))]
-        for start in range(0, len(order), settings.batch_size):
-            rows = order[start:start + settings.batch_size]
+        for start in range(0, len(order), settings.step_images):
+            rows = order[start:start + settings.step_images]
             yield binary[rows], data.target_batch(rows)[:, keep]
+        bar.update(1)
 
-    bar = progress(total=1, desc="train", unit="probe")
     weight, bias = train_segmentation(batches, binary.shape[1], alpha, data.label_size, settings.epochs, settings.lr,
                                       settings.momentum)
-    bar.update(1)
     bar.close()
     units = binary.shape[1]
     sweep = [(k, top_units(weight, k)) for k in sorted({min(k or units, units) for k in SPARSITY})]
     hits = np.zeros((len(sweep), len(keep)), np.int64)
     sizes = np.zeros((len(val), len(sweep), len(keep)), np.int64)
-    for start in range(0, len(val), settings.batch_size):
-        rows = val[start:start + settings.batch_size]
+    for start in range(0, len(val), settings.step_images):
+        rows = val[start:start + settings.step_images]
         targets = data.target_batch(rows)[:, keep]
         for s, (_, w) in enumerate(sweep):
             with torch.no_grad():
@@ -189,14 +201,13 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
     truth, contains, present = data.concept_pixels[val][:, keep], data.contains[val][:, keep], data.present[val][:, keep]
     combo = _protocols(hits, lambda where: (sizes * where[:, None, :]).sum(axis=0), truth, contains, present)
 
-    def single(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def single(rows: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pixels = data.unit_pixels[rows]
-        return _protocols(data.unit_hits[rows][:, :, keep].sum(axis=0), lambda where: pixels.T @ where,
-                          data.concept_pixels[rows][:, keep], data.contains[rows][:, keep],
-                          data.present[rows][:, keep])
+        return _protocols(hits[:, keep], lambda where: pixels.T @ where, data.concept_pixels[rows][:, keep],
+                          data.contains[rows][:, keep], data.present[rows][:, keep])
 
-    best = single(train)[0].argmax(axis=0)  # the best single unit of each concept, on the training images
-    unit_val = single(val)
+    best = single(train, data.unit_hits[0])[0].argmax(axis=0)  # each concept's best single unit, on train images
+    unit_val = single(val, data.unit_hits[1])
 
     features = binary.mean(dim=(2, 3))
     labels = torch.as_tensor(data.contains[:, keep])
@@ -219,14 +230,19 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
     table = pd.DataFrame(rows, columns=CONCEPTS_COLUMNS)
     sparsity = pd.DataFrame([(int(n), names[n], k, float(combo[0][s, i]), float(combo[1][s, i]))
                              for s, (k, _) in enumerate(sweep) for i, n in enumerate(numbers)], columns=SPARSITY_COLUMNS)
-    evaluated = table[table["val_images"] > 0]
+    unseen = table["val_images"] == 0  # no val image contains the concept: nothing to score
+    table.loc[unseen, ["iou", "iou_dissection", "unit_iou", "unit_iou_dissection"]] = np.nan
+    sparsity.loc[sparsity["number"].isin(table.loc[unseen, "number"]), ["iou", "iou_dissection"]] = np.nan
+    evaluated = table[~unseen]
+
+    def mean(column: str) -> float | None:
+        values = evaluated[column].dropna()
+        return float(values.mean()) if len(values) else None
+
     summary = {"concepts": len(table), "evaluated": len(evaluated),
-               "mean": {"net2vec": {"combination": float(evaluated["iou"].mean()),
-                                    "single unit": float(evaluated["unit_iou"].mean())},
-                        "dissection": {"combination": float(evaluated["iou_dissection"].mean()),
-                                       "single unit": float(evaluated["unit_iou_dissection"].mean())},
-                        "classification_ap": {"combination": float(np.nanmean(evaluated["ap"])),
-                                              "single unit": float(np.nanmean(evaluated["unit_ap"]))}},
+               "mean": {"net2vec": {"combination": mean("iou"), "single unit": mean("unit_iou")},
+                        "dissection": {"combination": mean("iou_dissection"), "single unit": mean("unit_iou_dissection")},
+                        "classification_ap": {"combination": mean("ap"), "single unit": mean("unit_ap")}},
                "units_90": float(table["units_90"].median()), "reference": REFERENCE}
     untrained = [] if concepts else [names[n] for n in data.concepts[~trained]]
     meta = {"kind": KIND, "schema_version": SCHEMA_VERSION,

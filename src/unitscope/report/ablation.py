@@ -76,14 +76,17 @@ class AblationSection(Section):
         if rows.empty:
             return []
         first = rows.iloc[0]
+        if first["drop"] > 0:
+            lead = (f"<strong>Removing this unit lowers {escape(first['class'])} by {first['drop']:.3f} in mean "
+                    f"logit</strong> (accuracy {first['accuracy']:.2f} → {first['ablated_accuracy']:.2f})")
+        else:
+            lead = "<strong>Removing this unit lowers no class's mean logit</strong>"
         body = "".join(
             f"<tr><td>{escape(row['class'])}</td><td>{row['logit']:.3f} → {row['ablated_logit']:.3f} "
             f"({-row['drop']:+.3f})</td><td>{row['accuracy']:.2f} → {row['ablated_accuracy']:.2f}</td>"
             f"<td>{row['images']}</td></tr>" for _, row in rows.iterrows())
-        html = (f"<p><strong>Removing this unit lowers {escape(first['class'])} by {first['drop']:.3f} in mean "
-                f"logit</strong> (accuracy {first['accuracy']:.2f} → {first['ablated_accuracy']:.2f}) on the "
-                f"{escape(entry.meta['split'])} images of each class: the unit zeroed, the rest of "
-                f"{escape(model)} unchanged (Bau et al. 2020). The classes it lowers most:</p>"
+        html = (f"<p>{lead} on the {escape(entry.meta['split'])} images of each class: the unit zeroed, the rest of "
+                f"{escape(model)} unchanged (Bau et al. 2020). The classes whose logit it changes most:</p>"
                 '<div class="table-wrap"><table><thead><tr><th scope="col">class</th>'
                 '<th scope="col">mean logit of the class on its images</th><th scope="col">accuracy</th>'
                 f'<th scope="col">images</th></tr></thead><tbody>{body}</tbody></table></div>'
@@ -96,6 +99,8 @@ class AblationSection(Section):
             return []
         largest = entry.classes[entry.classes["n"] == entry.classes["n"].max()]
         largest = largest[largest["images"] > 0]
+        if largest.empty:
+            return [Panel("Ablation", "<p>No class has an image to measure ablations on.</p>")]
         html = (f"<p>Removing the {int(largest['n'].iloc[0])} units that matter most to each class leaves it a mean "
                 f"accuracy of {largest['removed_accuracy'].mean():.2f} (as many random units: "
                 f"{largest['random_accuracy'].mean():.2f}; every unit: {entry.meta['accuracy']:.2f}), over "

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from unitscope.report.site import SiteWriter
 
 UNION_TEXT = {"dissection": "the union counts the unit's pixels as the dissection does (its presence rule), so a "
-                            "single label scores its dissection IoU",
+                            "single label scores its dissection IoU (where no pixel carries it in two layers)",
               "plain": "the plain IoU over every pixel of the dataset (Mu & Andreas)"}
 
 

@@ -62,11 +62,12 @@ class ExplanationSection(Section):
                                "explain")
             if meta["model"] in self.models:
                 raise ReportInputError(f"{directory}: a second explanation of {meta['model']}; give one per model")
-            options = {"keep_default_na": False, "na_values": [""]}
+            names = {"image": str, "source": str, "class_name": str, "label": str, "name": str}  # "000016" is a name
+            options = {"keep_default_na": False, "dtype": names}
             self.models[meta["model"]] = _Model(
-                directory, meta, read_table(directory / "images.csv", IMAGES_COLUMNS, **options),
-                read_table(directory / "units.csv", UNITS_COLUMNS, keep_default_na=False),
-                read_table(directory / "concepts.csv", CONCEPTS_COLUMNS, keep_default_na=False))
+                directory, meta, read_table(directory / "images.csv", IMAGES_COLUMNS, na_values=[""], **options),
+                read_table(directory / "units.csv", UNITS_COLUMNS, **options),
+                read_table(directory / "concepts.csv", CONCEPTS_COLUMNS, **options))
 
     def nav(self) -> list[NavLink]:
         return [NavLink("Explanations", "explain/index.html", "explain")]

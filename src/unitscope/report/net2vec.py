@@ -59,11 +59,13 @@ class Net2VecSection(Section):
         models: dict[str, list[dict]] = {}
         for (model, layer), entry in sorted(self.layers.items()):
             rows = entry.concepts.sort_values(["iou", "number"], ascending=[False, True])
+            means = {protocol: {name: _number(value) for name, value in values.items()}
+                     for protocol, values in entry.summary["mean"].items()}
             models.setdefault(model, []).append({"layer": layer, "entry": entry, "curve": entry.curve(),
-                                                 "rows": rows.to_dict("records")})
+                                                 "rows": rows.to_dict("records"), "means": means})
         for model, layers in models.items():
             site.page(f"net2vec/{slugify(model)}.html", "net2vec.html", title=f"Net2Vec · {model}", section="net2vec",
-                      model=model, layers=layers,
+                      model=model, layers=layers, number=_number,
                       unit_page=lambda layer, unit: f"../{slugify(model)}/{slugify(layer)}/unit-{unit:04d}.html",
                       crumbs=[("Net2Vec", "index.html"), (model, None)])
         reference = next(iter(self.layers.values())).summary["reference"] if self.layers else {}
@@ -76,8 +78,8 @@ class Net2VecSection(Section):
         for (model, layer), entry in sorted(self.layers.items()):
             found = entry.concepts[entry.concepts["concept"] == name]
             for row in found.itertuples():
-                rows.append(f"<tr><td>{escape(model)} · {escape(layer)}</td><td>{row.iou:.3f}</td>"
-                            f"<td>{row.unit_iou:.3f} (unit {row.unit})</td><td>{row.units_90}</td>"
+                rows.append(f"<tr><td>{escape(model)} · {escape(layer)}</td><td>{_number(row.iou)}</td>"
+                            f"<td>{_number(row.unit_iou)} (unit {row.unit})</td><td>{row.units_90}</td>"
                             f"<td>{row.val_images}</td></tr>")
         if not rows:
             return []
@@ -95,7 +97,12 @@ class Net2VecSection(Section):
             return []
         mean = entry.summary["mean"]["net2vec"]
         html = (f"<p>Over the {entry.summary['evaluated']} concepts with val images, a weighted combination of this "
-                f"layer's units segments a concept with a mean IoU of {mean['combination']:.3f}, the best single unit "
-                f"{mean['single unit']:.3f} (Net2Vec's protocol; "
+                f"layer's units segments a concept with a mean IoU of {_number(mean['combination'])}, the best single "
+                f"unit {_number(mean['single unit'])} (Net2Vec's protocol; "
                 f'<a href="../../net2vec/{slugify(model)}.html">every concept</a>).</p>')
         return [Panel("Net2Vec", html)]
+
+
+def _number(value: float | None) -> str:
+    """Three decimals, or a dash where there is nothing to show (no val image, or NaN)."""
+    return "–" if value is None or value != value else f"{value:.3f}"
