@@ -56,7 +56,7 @@ def compositional(dataset_dir, dissection, model_spec, arch, caches, max_length,
     click.echo(str(written))
 
 
-@click.command()
+@click.command(short_help="Unit ablation (Bau et al. 2020): what zeroing each unit does to each class.")
 @click.option("--model", "model_spec", required=True,
               help="A classifier of the dataset's scenes whose weights name its classes, e.g. a ProbeCNN checkpoint "
                    "(file:results/models/probecnn/checkpoint-256.pt --arch probecnn).")
@@ -89,7 +89,7 @@ def ablate(model_spec, arch, layer, dataset_dir, dissection, split, batch_size, 
     click.echo(str(written))
 
 
-@click.command()
+@click.command(short_help="Predictions split over the interpreted units of a layer (Zhou et al. 2018).")
 @click.option("--model", "model_spec", required=True, help="The dissected classifier's spec (docs/cli.md, Model specs).")
 @click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
 @click.option("--dissection", required=True, type=click.Path(path_type=Path, file_okay=False),

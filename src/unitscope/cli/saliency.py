@@ -86,7 +86,7 @@ def saliency(target, out_dir, **options) -> None:
     click.echo(str(written))
 
 
-@click.command("sanity-check")
+@click.command("sanity-check", short_help="Sanity checks of saliency maps (Adebayo et al. 2018).")
 @_saliency_options
 @click.option("--test", "tests", multiple=True, type=click.Choice(SANITY_TESTS),
               help="Sanity check: model-parameter randomisation (cascading, independent) or data randomisation "
