@@ -16,15 +16,36 @@ C = COMPOSITIONAL_DEFAULTS
 N = NET2VEC_DEFAULTS
 
 
+def _layer_source(command):
+    """``--dataset``, ``--dissection`` and the dissected activations (``--model``/``--arch`` or ``--activations``)
+    of a command that passes over a dissected layer again."""
+    options = [
+        click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+                     help="The dissected dataset (Broden format)."),
+        click.option("--dissection", required=True, type=click.Path(path_type=Path, file_okay=False),
+                     help="The layer's dissection (results/dissect/<run>/<layer>): its thresholds, presence rule "
+                          "and basis."),
+        click.option("--model", "model_spec", default=None, help="The dissected model's spec (docs/cli.md, Model specs)."),
+        click.option("--arch", default=None, help="Architecture spec for a file:PATH model."),
+        click.option("--activations", "caches", multiple=True, type=click.Path(path_type=Path),
+                     help="Activation cache directory of the layer instead of --model; repeat for several shards."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _source(model_spec: str | None, arch: str | None, caches: tuple[Path, ...]):
+    """The dissected model, or its activation caches; exactly one of them must be given."""
+    from unitscope.models import load_model
+
+    if (model_spec is None) == (not caches):
+        raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
+    return load_model(model_spec, arch) if model_spec else list(caches)
+
+
 @click.command()
-@click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="The dissected dataset (Broden format).")
-@click.option("--dissection", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="The layer's dissection (results/dissect/<run>/<layer>): its thresholds, presence rule and basis.")
-@click.option("--model", "model_spec", default=None, help="The dissected model's spec (docs/cli.md, Model specs).")
-@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
-@click.option("--activations", "caches", multiple=True, type=click.Path(path_type=Path),
-              help="Activation cache directory of the layer instead of --model; repeat for several shards.")
+@_layer_source
 @click.option("--max-length", type=click.IntRange(1), default=C.max_length, show_default=True,
               help="Longest formula (labels joined by OR, AND, AND NOT).")
 @click.option("--beam", type=click.IntRange(1), default=C.beam, show_default=True, help="Formulas kept per step.")
@@ -42,14 +63,11 @@ def compositional(dataset_dir, dissection, model_spec, arch, caches, max_length,
                   normalize, device, workers, out_dir) -> None:
     """Compositional explanations (Mu & Andreas 2020): each unit's best formula over concepts, by exact IoU."""
     from unitscope.compositional.run import compositional_layer
-    from unitscope.models import load_model
     from unitscope.settings import CompositionalSettings
 
-    if (model_spec is None) == (not caches):
-        raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
     settings = CompositionalSettings(max_length=max_length, beam=beam, union=union, batch_size=batch_size)
     try:
-        source = load_model(model_spec, arch) if model_spec else list(caches)
+        source = _source(model_spec, arch, caches)
         written = compositional_layer(dataset_dir, source, dissection, out_dir, settings, normalize, device, workers)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
@@ -125,14 +143,7 @@ def explain(model_spec, arch, dissection, images, max_images, size, weighting, t
 
 
 @click.command()
-@click.option("--dataset", "dataset_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="The dissected dataset (Broden format): probes train on its train split, are scored on its val split.")
-@click.option("--dissection", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="The layer's dissection (results/dissect/<run>/<layer>): its thresholds binarise the units.")
-@click.option("--model", "model_spec", default=None, help="The dissected model's spec (docs/cli.md, Model specs).")
-@click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
-@click.option("--activations", "caches", multiple=True, type=click.Path(path_type=Path),
-              help="Activation cache directory of the layer instead of --model; repeat for several shards.")
+@_layer_source
 @click.option("--concept", "concepts", multiple=True, help="Train only this concept's probes (a label name); repeat.")
 @click.option("--epochs", type=click.IntRange(1), default=N.epochs, show_default=True,
               help="Epochs of the segmentation probes (SGD, momentum 0.9).")
@@ -152,14 +163,11 @@ def net2vec(dataset_dir, dissection, model_spec, arch, caches, concepts, epochs,
     """Net2Vec (Fong & Vedaldi 2018): each concept as a weighted combination of the layer's units."""
     import dataclasses
 
-    from unitscope.models import load_model
     from unitscope.net2vec.run import net2vec_layer
 
-    if (model_spec is None) == (not caches):
-        raise click.UsageError("give exactly one of --model SPEC or --activations CACHE_DIR")
     settings = dataclasses.replace(N, epochs=epochs, lr=lr, step_images=step_images, seed=seed)
     try:
-        source = load_model(model_spec, arch) if model_spec else list(caches)
+        source = _source(model_spec, arch, caches)
         written = net2vec_layer(dataset_dir, source, dissection, out_dir, settings, normalize, device, concepts,
                                 batch_size, workers)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
