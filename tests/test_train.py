@@ -66,6 +66,8 @@ def test_training_is_deterministic_learns_and_writes_checkpoints(scene_set: tupl
     state_b = torch.load(tmp_path / "b" / "final.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert log_a == log_b
+    for name in ("checkpoint-4.pt", "final.pt"):  # the same bytes, whatever temporary name each was written under
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert json.loads((tmp_path / "a" / "training.json").read_text()) == log_a
 
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [

@@ -57,6 +57,18 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
+def write_torch(obj: object, path: Path) -> None:
+    """``torch.save`` through a file object: the archive's records are then named ``archive/``, not after the
+    temporary file, so the same object gives the same bytes in every run."""
+    import torch
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+
+    write_atomic(path, save)
+
+
 def write_npy(array: np.ndarray, path: Path) -> None:
     import numpy as np
 

@@ -24,7 +24,7 @@ from unitscope.models.normalize import normalizer
 from unitscope.models.probecnn import Architecture, ProbeCNN
 from unitscope.settings import TRAIN_BATCH_SIZE, TRAIN_ITERATIONS
 from unitscope.progress import progress
-from unitscope.io import write_atomic, write_json
+from unitscope.io import write_json, write_torch
 
 PROBE_META = "probe.json"
 TRAINING_LOG = "training.json"
@@ -108,10 +108,6 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
-
-
-def _save(obj: Any, path: Path) -> None:
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def train_probecnn(
@@ -198,9 +194,9 @@ def train_probecnn(
                 payload["train_accuracy"] = final["train_accuracy"] = evaluate(
                     model, train_images, train_targets, 2 * batch_size, device)
             if iteration in checkpoints:
-                _save(payload, out_dir / checkpoint_name(iteration))
+                write_torch(payload, out_dir / checkpoint_name(iteration))
             if iteration == iterations:
-                _save(payload, out_dir / "final.pt")
+                write_torch(payload, out_dir / "final.pt")
 
         model.train()
         if 0 in checkpoints or iterations == 0:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 from torch import nn
 
-from unitscope.io import staged_directory, write_json
+from unitscope.io import staged_directory, write_json, write_torch
 from unitscope.models.registry import Anatomy, ModelEntry, register_model
 from unitscope.progress import progress
 
@@ -111,7 +111,7 @@ def train_digits(out_dir: str | Path, labels: str = "true", seed: int = 0, epoch
               "train_images": int(len(train_images)), "test_images": int(held_out.sum())}
     out_dir = Path(out_dir)
     with staged_directory(out_dir) as staged:
-        torch.save({"state_dict": model.state_dict(), **record}, staged / "final.pt")
+        write_torch({"state_dict": model.state_dict(), **record}, staged / "final.pt")
         write_json(record, staged / "training.json")
         (staged / "test-images").mkdir()
         for index in np.flatnonzero(held_out)[:test_images]:
