@@ -168,6 +168,55 @@ def test_single_units_and_both_protocols_equal_dense_masks(dissected, tmp_path) 
         assert weights["segmentation_weight"].shape == (len(concepts), 6)
 
 
+class ChannelNet(torch.nn.Module):
+    """Three units: the red, green and blue channels averaged over 16×16 cells (4×4 maps of a 64×64 image; JPEG's
+    16×16 chroma blocks stay inside a cell)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels = torch.nn.AvgPool2d(16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.channels(x)
+
+
+def test_the_whole_layer_recovers_planted_mixtures(tmp_path) -> None:
+    """Through `net2vec_layer` (dissection thresholds, activations, label maps, training, evaluation): a cell is red
+    where a ~ B(0.3), green where b ~ B(0.3), its blue random; `car` covers the cells a OR b, `tree` the others. The
+    car probe puts positive weight on the red and green units and next to none on blue, the tree probe negative, and
+    the combination beats the best single unit."""
+    from unitscope.broden.reader import BrodenDataset
+    from unitscope.broden.writer import BrodenWriter
+    from test_dissect import LABELS
+
+    rng = np.random.default_rng(0)
+    with BrodenWriter(tmp_path / "ds", LABELS, image_size=64, label_size=16) as writer:
+        for i in range(48):
+            a, b = rng.random((4, 4)) < 0.3, rng.random((4, 4)) < 0.3
+            cells = np.stack([255 * a, 255 * b, rng.integers(0, 256, (4, 4))], axis=-1).astype(np.uint8)
+            objects = np.kron(np.where(a | b, 3, 4), np.ones((4, 4), np.int64))  # car 3, tree 4
+            writer.add_image("src", f"img{i:02d}", np.kron(cells, np.ones((16, 16, 1), np.uint8)),
+                             {"object": [objects]}, {"scene": [8]})
+    dataset = BrodenDataset(tmp_path / "ds")
+    dissect(dataset, ChannelNet(), ["channels"], tmp_path / "dissect", _settings(quantile=0.25))
+    loaded = LoadedModel(module=ChannelNet(), spec="python:ChannelNet", name="ChannelNet", default_normalize="none")
+    written = net2vec_layer(dataset, loaded, tmp_path / "dissect" / "channels", tmp_path / "out",
+                            Net2VecSettings(epochs=40, lr=1e-3), device="cpu", concepts=["car", "tree"])
+    concepts = pd.read_csv(written / "concepts.csv", keep_default_na=False).set_index("concept")
+    with np.load(written / "weights.npz") as weights:
+        weight = dict(zip([LABELS[n] for n in weights["concepts"]], weights["segmentation_weight"]))
+    red, green, blue = weight["car"]
+    assert min(red, green) > 5 * abs(blue), weight["car"]
+    red, green, blue = weight["tree"]
+    assert max(red, green) < -5 * abs(blue), weight["tree"]
+    for concept in ("car", "tree"):
+        # Bilinear upsampling of the 4×4 logits blurs the cell borders (0.70 and 0.73 here); a single unit covers at
+        # most its own colour's cells (0.11 and 0.13 here).
+        assert concepts.loc[concept, "iou"] > 0.6, concepts.loc[concept]
+        assert concepts.loc[concept, "iou"] > 3 * concepts.loc[concept, "unit_iou"], concepts.loc[concept]
+        assert concepts.loc[concept, "units_90"] == 2
+
+
 def _val_only_kitchens(tmp_path) -> tuple:
     """A dataset whose kitchen scenes are all in the val split, dissected; returns ``(dataset,)``."""
     from unitscope.broden.format import split_of
