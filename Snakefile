@@ -27,8 +27,10 @@ include: "workflow/rules/net2vec.smk"
 include: "workflow/rules/report.smk"
 
 
+# Run by the Snakemake process itself, also on a cluster: compute nodes often cannot reach the internet.
 localrules:
     all,
+    download_broden,
 
 
 rule all:

@@ -1,10 +1,11 @@
-"""Time the whole default workflow from a fresh clone: wall clock, CPU time, and wall clock per rule.
+"""Time the whole default workflow from a fresh clone: wall clock, CPU time, and per rule wall clock and memory.
 
 Usage: python benchmarks/bench_workflow.py [--cores 2] [--configfile config/config.yaml] [--tmp DIR]
 
 Copies the workflow files into a scratch directory (as a fresh clone has them, no results), runs
 ``snakemake --cores N`` there, and reports the total wall-clock time, the CPU time of all jobs, and per
-rule the number of jobs and the summed wall-clock time of its jobs (from Snakemake's log).
+rule the number of jobs, the summed wall-clock time of its jobs (from Snakemake's log) and the largest
+resident memory of one of its jobs (sampled every 0.2 s: what the SLURM profile's `mem_mb` must hold).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -53,6 +55,27 @@ def rule_times(log: str) -> dict[str, tuple[int, float]]:
     return {rule: (jobs, seconds) for rule, (jobs, seconds) in totals.items()}
 
 
+def sample_memory(pid: int, stop: threading.Event, peaks: dict[str, int], interval: float = 0.2) -> None:
+    """Until ``stop``: every ``interval`` s, the resident memory of each running job (the shell Snakemake starts
+    for it, which sends its output to ``logs/<rule>...``, and all that shell's descendants, summed: an upper
+    bound where loader processes share pages), kept as the largest per rule in ``peaks``."""
+    import psutil  # a dependency of Snakemake
+
+    while not stop.wait(interval):
+        try:
+            shells = psutil.Process(pid).children()
+        except psutil.NoSuchProcess:
+            return
+        for shell in shells:
+            try:
+                rule = re.search(r"> logs/(\w+)[/.]", " ".join(shell.cmdline()))
+                if rule:
+                    rss = sum(p.memory_info().rss for p in [shell, *shell.children(recursive=True)])
+                    peaks[rule.group(1)] = max(peaks.get(rule.group(1), 0), rss)
+            except psutil.Error:  # the job ended while it was measured
+                continue
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
@@ -65,15 +88,26 @@ def main() -> None:
         if args.configfile:
             command += ["--configfile", args.configfile]
         wall = time.perf_counter()
-        done = subprocess.run(command, cwd=clone, capture_output=True, text=True)
+        with open(Path(scratch) / "snakemake.log", "w+") as log:
+            run = subprocess.Popen(command, cwd=clone, stdout=subprocess.DEVNULL, stderr=log, text=True)
+            peaks: dict[str, int] = {}
+            stop = threading.Event()
+            sampler = threading.Thread(target=sample_memory, args=(run.pid, stop, peaks))
+            sampler.start()
+            run.wait()
+            stop.set()
+            sampler.join()
+            log.seek(0)
+            stderr = log.read()
         wall = time.perf_counter() - wall
-        if done.returncode != 0:
-            sys.exit(f"snakemake failed:\n{done.stderr[-4000:]}")
+        if run.returncode != 0:
+            sys.exit(f"snakemake failed:\n{stderr[-4000:]}")
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"wall clock: {wall:.0f} s; CPU time of all jobs: {usage.ru_utime + usage.ru_stime:.0f} s")
-        print(f"{'rule':<16} {'jobs':>5} {'wall s (sum)':>13}")
-        for rule, (jobs, seconds) in sorted(rule_times(done.stderr).items(), key=lambda item: -item[1][1]):
-            print(f"{rule:<16} {jobs:>5} {seconds:>13.0f}")
+        print(f"{'rule':<16} {'jobs':>5} {'wall s (sum)':>13} {'peak RSS of a job':>18}")
+        for rule, (jobs, seconds) in sorted(rule_times(stderr).items(), key=lambda item: -item[1][1]):
+            peak = f"{peaks[rule] / 2**20:.0f} MiB" if rule in peaks else "not sampled"
+            print(f"{rule:<16} {jobs:>5} {seconds:>13.0f} {peak:>18}")
 
 
 if __name__ == "__main__":

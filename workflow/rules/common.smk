@@ -9,6 +9,7 @@ Vocabulary (docs/workflow.md):
 """
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -227,10 +228,23 @@ RUNS = _all_runs()
 SOURCES = {run.source.name: run.source for run in RUNS.values()}
 
 
+PLAN_VARIABLE = "UNITSCOPE_CACHE_PLAN"
+
+
 def _plan_caches() -> dict[str, bool]:
     """Model specs, layer names and local files, checked before any job runs (snakemake -n too); then which
     sources cache their activations on disk (`cache`, `cache_budget_gb`), printed with their sizes by the
-    main process. Every process computes the same plan: cluster jobs parse this file again."""
+    main process. Cluster jobs parse this file again: the main process hands them its plan in the environment
+    (PLAN_VARIABLE, keyed by the config), so that a job need not import torch and build every model to redo it."""
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    if not workflow.is_main_process:
+        try:
+            inherited = json.loads(os.environ.get(PLAN_VARIABLE) or "{}")
+        except json.JSONDecodeError:
+            inherited = {}
+        if inherited.get("config") == key:
+            return inherited["plan"]
+
     from unitscope.config_check import check_config
     from unitscope.pipeline import dataset_images, plan_caches
     from unitscope.settings import Shard, format_bytes
@@ -258,6 +272,7 @@ def _plan_caches() -> dict[str, bool]:
         for name, need in needs.items():
             size = "size unknown" if need is None else format_bytes(need)
             print(f"  {name}: {size}, {'cached on disk' if plan[name] else 'recomputed'}", file=sys.stderr)
+    os.environ[PLAN_VARIABLE] = json.dumps({"config": key, "plan": plan})
     return plan
 
 
