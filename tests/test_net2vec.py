@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from unitscope.net2vec.probes import (
     train_segmentation,
     units_carrying,
 )
-from unitscope.net2vec.run import CONCEPTS_COLUMNS, SPARSITY_COLUMNS, net2vec_layer
+from unitscope.net2vec.run import CONCEPTS_COLUMNS, SPARSITY_COLUMNS, net2vec_layer, probed_concepts, target_bytes
 from unitscope.settings import Net2VecSettings
 
 #: Two concepts planted as mixtures of six binary units: c0 = units 0 and 1, c1 = unit 2 but not unit 3.
@@ -236,7 +237,7 @@ def _val_only_kitchens(tmp_path) -> tuple:
     return (dataset,)
 
 
-def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path) -> None:
+def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path, monkeypatch) -> None:
     dataset, dissection = dissected
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="--concept 'nope' is not a label"):
@@ -246,7 +247,19 @@ def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path) -> None:
                       concepts=["kitchen-s"])
     with pytest.raises(ValueError, match="--epochs must be at least 1"):
         net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=0), device="cpu")
-    assert not out.exists()
+    # The concepts' packed pixels must fit in half the memory the process may use: 40 images × 10 concepts × 16×16/8
+    # bytes = 12,800 bytes here; with --concept only the named concepts' (40 × 2 × 32 = 2,560 bytes).
+    with monkeypatch.context() as patch:
+        patch.setattr("unitscope.net2vec.run.memory_limit", lambda: 20_000)
+        with pytest.raises(ValueError, match=r"pixels of 10 concepts over 40 images in memory, 12\.8 kB, more than "
+                                             r"half of the 20\.0 kB this process may use; name fewer concepts with"):
+            net2vec_layer(dataset, _loaded(), dissection, out, device="cpu")
+        assert not out.exists()
+        assert target_bytes(dataset, len(probed_concepts(dataset))) == 40 * 10 * 32
+        net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=1), device="cpu",
+                      concepts=["car", "tree"])
+    assert pd.read_csv(out / "concepts.csv")["concept"].tolist() == ["car", "tree"]
+    shutil.rmtree(out)
     result = CliRunner().invoke(main, ["net2vec", "--dataset", str(dataset.root), "--dissection", str(dissection),
                                        "--out", str(out)])
     assert result.exit_code == 2 and "exactly one of --model" in result.output and not out.exists()
@@ -281,3 +294,16 @@ def test_report_shows_combinations_beside_single_units(dissected, tmp_path) -> N
     shown = [p for p in (site / "concepts").glob("*.html") if p.name != "index.html"]
     assert shown and any("Net2Vec" in p.read_text() for p in shown)
     assert "Net2Vec" in (site / "DyadicNet" / "mixed" / "index.html").read_text()
+
+
+def test_memory_limit_is_the_machine_or_a_smaller_cgroup_limit(tmp_path) -> None:
+    import os
+
+    from unitscope.memory import memory_limit
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    unlimited, limited, missing = tmp_path / "max", tmp_path / "limited", tmp_path / "missing"
+    unlimited.write_text("max\n")
+    limited.write_text(f"{physical // 3}\n")
+    assert memory_limit((unlimited, missing)) == physical
+    assert memory_limit((unlimited, limited)) == physical // 3

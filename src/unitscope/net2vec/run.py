@@ -19,6 +19,7 @@ from unitscope.dissect.result import Dissected
 from unitscope.dissect.sources import Source, every_row, labelled_batches
 from unitscope.dissect.tables import label_names
 from unitscope.io import staged_directory, write_csv, write_json, write_npz
+from unitscope.memory import memory_limit
 from unitscope.net2vec.probes import (
     average_precision,
     segmentation_logits,
@@ -28,7 +29,7 @@ from unitscope.net2vec.probes import (
     units_carrying,
 )
 from unitscope.progress import progress
-from unitscope.settings import NET2VEC_DEFAULTS, Net2VecSettings
+from unitscope.settings import NET2VEC_DEFAULTS, Net2VecSettings, format_bytes
 from unitscope.tally import Bilinear
 
 KIND = "net2vec"
@@ -49,9 +50,8 @@ class ProbeData:
     (N, C, S/8) the concepts' pixels packed along the label map's S pixels; per image and concept ``contains`` and
     ``present`` (the concept's category is present: the dissection's ``image`` rule); ``unit_pixels`` (N, K): each
     unit's mask pixels per image (the dissection's masks) and ``unit_hits`` (2, K, C) those on each concept, summed
-    over the train images and over the val images. The concepts' pixels are held packed (S/8 bytes per image and
-    concept: about 1.5 GB per 10,000 images of Broden's 1,197 concepts at 112 px), which bounds the datasets this
-    runs on in memory."""
+    over the train images and over the val images. The concepts' pixels are held packed in memory (S/8 bytes per
+    image and concept: :func:`target_bytes`)."""
 
     concepts: np.ndarray
     binary: torch.Tensor
@@ -70,17 +70,28 @@ class ProbeData:
         return torch.from_numpy(unpacked.reshape(len(rows), len(self.concepts), *self.label_size))
 
 
+def probed_concepts(dataset: BrodenDataset) -> np.ndarray:
+    """The label numbers Net2Vec probes by default: every label with a category."""
+    numbers = np.flatnonzero(np.asarray(dataset.primary) >= 0)
+    return numbers[numbers > 0]
+
+
+def target_bytes(dataset: BrodenDataset, concepts: int) -> int:
+    """Bytes of the packed pixels of ``concepts`` concepts over every image of ``dataset``, held in memory."""
+    return len(dataset) * concepts * -(-dataset.label_size[0] * dataset.label_size[1] // 8)
+
+
 def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_size: int = 32,
-           normalize: str | None = None, device: str = "auto", workers: int = 0) -> ProbeData:
-    """One pass over every image: the layer's binarised units, the concepts' pixels and the single units' counts
-    (a model's input normalised as the dissection's unless ``normalize`` says otherwise); refuses activations that
-    are not the dissection's."""
+           normalize: str | None = None, device: str = "auto", workers: int = 0,
+           concepts: np.ndarray | None = None) -> ProbeData:
+    """One pass over every image: the layer's binarised units, the pixels of ``concepts`` (label numbers; default
+    :func:`probed_concepts`) and the single units' counts (a model's input normalised as the dissection's unless
+    ``normalize`` says otherwise); refuses activations that are not the dissection's."""
     dataset = dissected.dataset(dataset)
     run, transform = dissected.rerun(dataset, source, batch_size, normalize, device, workers)
     meta = dissected.meta
     primary = torch.as_tensor(np.asarray(dataset.primary))
-    concepts = torch.nonzero(primary >= 0).flatten()
-    concepts = concepts[concepts > 0]
+    concepts = torch.as_tensor(probed_concepts(dataset) if concepts is None else concepts, dtype=torch.long)
     thresholds = torch.as_tensor(dissected.thresholds(), device=run.device)
     categories = torch.zeros(len(primary), len(dataset.categories), dtype=torch.bool)
     categories[concepts, primary[concepts]] = True
@@ -149,23 +160,30 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
     settings.validate()
     dissected = Dissected.read(dissection)
     dataset = dissected.dataset(dataset)
-    data = gather(dataset, source, dissected, batch_size, normalize, device, workers)
+    names, primary = label_names(dataset), np.asarray(dataset.primary)
+    probed = probed_concepts(dataset)
+    if concepts:
+        number = {names[n]: n for n in probed}
+        unknown = [name for name in concepts if name not in number]
+        if unknown:
+            raise ValueError(f"--concept {unknown[0]!r} is not a label of the dissected categories of {dataset.root}")
+        probed = np.array(sorted({number[name] for name in concepts}))
+    needed, limit = target_bytes(dataset, len(probed)), memory_limit()
+    if needed > limit / 2:
+        raise ValueError(f"--dataset {dataset.root}: Net2Vec holds the pixels of {len(probed)} concepts over "
+                         f"{len(dataset)} images in memory, {format_bytes(needed)}, more than half of the "
+                         f"{format_bytes(limit)} this process may use; name fewer concepts with --concept")
+    data = gather(dataset, source, dissected, batch_size, normalize, device, workers, probed)
     train, val = np.flatnonzero(data.train), np.flatnonzero(~data.train)  # val: every image not in the train split
     if not len(train) or not len(val):
         raise ValueError(f"--dataset {dataset.root}: Net2Vec needs train and val images (index.csv split); it has "
                          f"{len(train)} and {len(val)}")
-    names, primary = label_names(dataset), np.asarray(dataset.primary)
     trained = data.concept_pixels[train].sum(axis=0) > 0
     if concepts:
-        position = {names[n]: i for i, n in enumerate(data.concepts)}
-        unknown = [name for name in concepts if name not in position]
-        if unknown:
-            raise ValueError(f"--concept {unknown[0]!r} is not a label of the dissected categories of {dataset.root}")
-        lacking = [name for name in concepts if not trained[position[name]]]
+        lacking = [names[n] for n, has in zip(data.concepts, trained) if not has]
         if lacking:
             raise ValueError(f"--concept {lacking[0]!r} has no training image in {dataset.root} (split=train): "
                              "its probe cannot be trained; leave it out")
-        trained = np.isin(np.arange(len(data.concepts)), [position[name] for name in concepts])
     if not trained.any():
         raise ValueError(f"--dataset {dataset.root}: no concept has a training image")
     keep = np.flatnonzero(trained)
