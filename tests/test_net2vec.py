@@ -18,6 +18,7 @@ from test_dissect import DyadicNet, _settings, make_dataset, reference_activatio
 from test_tally import bilinear_reference
 from unitscope.cli import main
 from unitscope.dissect import dissect
+from unitscope.dissect.result import Dissected
 from unitscope.models import LoadedModel
 from unitscope.net2vec.probes import (
     average_precision,
@@ -28,7 +29,7 @@ from unitscope.net2vec.probes import (
     train_segmentation,
     units_carrying,
 )
-from unitscope.net2vec.run import CONCEPTS_COLUMNS, SPARSITY_COLUMNS, net2vec_layer, probed_concepts, target_bytes
+from unitscope.net2vec.run import CONCEPTS_COLUMNS, SPARSITY_COLUMNS, gather, net2vec_layer, peak_bytes, probed_concepts
 from unitscope.settings import Net2VecSettings
 
 #: Two concepts planted as mixtures of six binary units: c0 = units 0 and 1, c1 = unit 2 but not unit 3.
@@ -247,15 +248,16 @@ def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path, monkeypat
                       concepts=["kitchen-s"])
     with pytest.raises(ValueError, match="--epochs must be at least 1"):
         net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=0), device="cpu")
-    # The concepts' packed pixels must fit in half the memory the process may use: 40 images × 10 concepts × 16×16/8
-    # bytes = 12,800 bytes here; with --concept only the named concepts' (40 × 2 × 32 = 2,560 bytes).
+    # At its peak Net2Vec holds the concepts' packed pixels twice and the binarised units as bool and float32: 2 × 40
+    # images × 10 concepts × 16×16/8 bytes + 5 × 40 × 6 units × 4×4 = 44,800 bytes here; with --concept only the named
+    # concepts' pixels (2 × 40 × 2 × 32 + 19,200 = 24,320 bytes). It must fit in 3/4 of the memory it may use.
+    assert peak_bytes(dataset, len(probed_concepts(dataset)), 6, (4, 4)) == 2 * 40 * 10 * 32 + 5 * 40 * 6 * 16 == 44_800
     with monkeypatch.context() as patch:
-        patch.setattr("unitscope.net2vec.run.memory_limit", lambda: 20_000)
-        with pytest.raises(ValueError, match=r"pixels of 10 concepts over 40 images in memory, 12\.8 kB, more than "
-                                             r"half of the 20\.0 kB this process may use; name fewer concepts with"):
+        patch.setattr("unitscope.net2vec.run.memory_limit", lambda: 40_000)
+        with pytest.raises(ValueError, match=r"pixels of 10 concepts and the binarised units over 40 images in memory, "
+                                             r"44\.8 kB at the peak, more than 3/4 of the 40\.0 kB .* with --concept"):
             net2vec_layer(dataset, _loaded(), dissection, out, device="cpu")
         assert not out.exists()
-        assert target_bytes(dataset, len(probed_concepts(dataset))) == 40 * 10 * 32
         net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=1), device="cpu",
                       concepts=["car", "tree"])
     assert pd.read_csv(out / "concepts.csv")["concept"].tolist() == ["car", "tree"]
@@ -296,14 +298,44 @@ def test_report_shows_combinations_beside_single_units(dissected, tmp_path) -> N
     assert "Net2Vec" in (site / "DyadicNet" / "mixed" / "index.html").read_text()
 
 
-def test_memory_limit_is_the_machine_or_a_smaller_cgroup_limit(tmp_path) -> None:
+def test_a_subset_of_concepts_keeps_every_count_of_the_full_pass(dissected) -> None:
+    """`--concept` holds only the named concepts' pixels, and their columns equal the full pass's: a category is present
+    where any of its labels is, named or not."""
+    dataset, dissection = dissected
+    result = Dissected.read(dissection)
+    full = gather(dataset, _loaded(), result, batch_size=4, device="cpu")
+    subset = np.array([9, 3])  # kitchen-s (a scene) and car (an object)
+    part = gather(dataset, _loaded(), result, batch_size=4, device="cpu", concepts=subset)
+    columns = [full.concepts.tolist().index(n) for n in subset]
+    assert part.concepts.tolist() == subset.tolist() and part.targets.shape[1] == 2
+    for name in ("present", "contains", "concept_pixels"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(full, name)[:, columns], err_msg=name)
+    np.testing.assert_array_equal(part.unit_hits, full.unit_hits[:, :, columns])
+    np.testing.assert_array_equal(part.targets, full.targets[:, columns])
+    assert not full.present.all()  # the fixture has images without a scene or an object
+
+
+def test_memory_limit_is_the_machine_or_a_smaller_limit_of_the_cgroup_or_its_ancestors(tmp_path) -> None:
     import os
 
     from unitscope.memory import memory_limit
 
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    unlimited, limited, missing = tmp_path / "max", tmp_path / "limited", tmp_path / "missing"
-    unlimited.write_text("max\n")
-    limited.write_text(f"{physical // 3}\n")
-    assert memory_limit((unlimited, missing)) == physical
-    assert memory_limit((unlimited, limited)) == physical // 3
+    mount, proc = tmp_path / "sys", tmp_path / "cgroup"
+
+    def limits(files: dict[str, str], cgroup: str) -> int:
+        for path, value in files.items():
+            (mount / path).parent.mkdir(parents=True, exist_ok=True)
+            (mount / path).write_text(value + "\n")
+        proc.write_text(cgroup)
+        return memory_limit(proc, mount)
+
+    # cgroup v2, a SLURM step under its job: the job's limit holds, the step's own says "max"
+    assert limits({"slurm/job_1/memory.max": str(physical // 3), "slurm/job_1/step_0/memory.max": "max"},
+                  "0::/slurm/job_1/step_0\n") == physical // 3
+    # cgroup v1 beside other controllers; the root's "unlimited" is a huge number
+    assert limits({"memory/memory.limit_in_bytes": str(2**63 - 4096),
+                   "memory/slurm/uid_0/job_2/memory.limit_in_bytes": str(physical // 5)},
+                  "4:memory:/slurm/uid_0/job_2\n3:cpuset:/\n") == physical // 5
+    assert limits({}, "0::/not/mounted/here\n") == physical  # no limit file: the machine's memory
+    assert memory_limit(tmp_path / "no-such-file", mount) == physical

@@ -50,8 +50,7 @@ class ProbeData:
     (N, C, S/8) the concepts' pixels packed along the label map's S pixels; per image and concept ``contains`` and
     ``present`` (the concept's category is present: the dissection's ``image`` rule); ``unit_pixels`` (N, K): each
     unit's mask pixels per image (the dissection's masks) and ``unit_hits`` (2, K, C) those on each concept, summed
-    over the train images and over the val images. The concepts' pixels are held packed in memory (S/8 bytes per
-    image and concept: :func:`target_bytes`)."""
+    over the train images and over the val images. All of it is held in memory (:func:`peak_bytes`)."""
 
     concepts: np.ndarray
     binary: torch.Tensor
@@ -76,9 +75,12 @@ def probed_concepts(dataset: BrodenDataset) -> np.ndarray:
     return numbers[numbers > 0]
 
 
-def target_bytes(dataset: BrodenDataset, concepts: int) -> int:
-    """Bytes of the packed pixels of ``concepts`` concepts over every image of ``dataset``, held in memory."""
-    return len(dataset) * concepts * -(-dataset.label_size[0] * dataset.label_size[1] // 8)
+def peak_bytes(dataset: BrodenDataset, concepts: int, units: int, map_size: Sequence[int]) -> int:
+    """Bytes Net2Vec holds at its peak over every image of ``dataset``: the packed pixels of ``concepts`` concepts
+    (S/8 bytes per image and concept) twice while the batches' parts are joined, and the binarised units as bool and
+    as the float32 copy the probes train on."""
+    packed = len(dataset) * concepts * -(-dataset.label_size[0] * dataset.label_size[1] // 8)
+    return 2 * packed + 5 * len(dataset) * units * int(np.prod(map_size))
 
 
 def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_size: int = 32,
@@ -91,10 +93,11 @@ def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_s
     run, transform = dissected.rerun(dataset, source, batch_size, normalize, device, workers)
     meta = dissected.meta
     primary = torch.as_tensor(np.asarray(dataset.primary))
-    concepts = torch.as_tensor(probed_concepts(dataset) if concepts is None else concepts, dtype=torch.long)
+    every = torch.as_tensor(probed_concepts(dataset), dtype=torch.long)
+    concepts = every if concepts is None else torch.as_tensor(concepts, dtype=torch.long)
     thresholds = torch.as_tensor(dissected.thresholds(), device=run.device)
     categories = torch.zeros(len(primary), len(dataset.categories), dtype=torch.bool)
-    categories[concepts, primary[concepts]] = True
+    categories[every, primary[every]] = True  # a category is present where any of its labels is, probed or not
     is_train = dataset.index["split"].to_numpy() == "train"
     parts: dict[str, list] = {key: [] for key in ("binary", "targets", "contains", "present", "concept_pixels",
                                                   "unit_pixels", "rows")}
@@ -168,11 +171,13 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
         if unknown:
             raise ValueError(f"--concept {unknown[0]!r} is not a label of the dissected categories of {dataset.root}")
         probed = np.array(sorted({number[name] for name in concepts}))
-    needed, limit = target_bytes(dataset, len(probed)), memory_limit()
-    if needed > limit / 2:
-        raise ValueError(f"--dataset {dataset.root}: Net2Vec holds the pixels of {len(probed)} concepts over "
-                         f"{len(dataset)} images in memory, {format_bytes(needed)}, more than half of the "
-                         f"{format_bytes(limit)} this process may use; name fewer concepts with --concept")
+    needed = peak_bytes(dataset, len(probed), dissected.meta["units"], dissected.meta["map_size"])
+    limit = memory_limit()
+    if needed > 3 * limit / 4:
+        raise ValueError(f"--dataset {dataset.root}: Net2Vec holds the pixels of {len(probed)} concepts and the "
+                         f"binarised units over {len(dataset)} images in memory, {format_bytes(needed)} at the peak, "
+                         f"more than 3/4 of the {format_bytes(limit)} this process may use (the rest: torch, the model, "
+                         "a batch); name fewer concepts with --concept")
     data = gather(dataset, source, dissected, batch_size, normalize, device, workers, probed)
     train, val = np.flatnonzero(data.train), np.flatnonzero(~data.train)  # val: every image not in the train split
     if not len(train) or not len(val):
@@ -180,7 +185,8 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
                          f"{len(train)} and {len(val)}")
     trained = data.concept_pixels[train].sum(axis=0) > 0
     if concepts:
-        lacking = [names[n] for n, has in zip(data.concepts, trained) if not has]
+        has_train = {names[n]: bool(has) for n, has in zip(data.concepts, trained)}
+        lacking = [name for name in concepts if not has_train[name]]  # in the order they were named
         if lacking:
             raise ValueError(f"--concept {lacking[0]!r} has no training image in {dataset.root} (split=train): "
                              "its probe cannot be trained; leave it out")
