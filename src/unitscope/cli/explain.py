@@ -30,6 +30,22 @@ def _layer_source(command):
         click.option("--activations", "caches", multiple=True, type=click.Path(path_type=Path),
                      help="Activation cache directory of the layer instead of --model; repeat for several shards."),
     ]
+    return _with(command, options)
+
+
+def _layer_pass(command):
+    """The options of the pass itself, after a command's own: ``--batch-size`` (the dissection's, for the same
+    activations), ``--normalize``, ``--device``, ``--workers`` and ``--out``."""
+    return _with(command, [
+        click.option("--batch-size", type=click.IntRange(1), default=C.batch_size, show_default=True,
+                     help="Images per forward pass (the dissection's, for the same activations)."),
+        normalize_option, device_option, workers_option,
+        click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory."),
+    ])
+
+
+def _with(command, options: list):
+    """``command`` with ``options`` in the order given (as if stacked as decorators in that order)."""
     for option in reversed(options):
         command = option(command)
     return command
@@ -53,12 +69,7 @@ def _source(model_spec: str | None, arch: str | None, caches: tuple[Path, ...]):
               help="dissection: the union counts the unit's pixels as the dissection's presence rule does (a single "
                    "label scores its dissection IoU where no pixel has it in two layers); plain: every mask pixel "
                    "(Mu & Andreas).")
-@click.option("--batch-size", type=click.IntRange(1), default=C.batch_size, show_default=True,
-              help="Images per forward pass (the dissection's, for the same activations).")
-@normalize_option
-@device_option
-@workers_option
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+@_layer_pass
 def compositional(dataset_dir, dissection, model_spec, arch, caches, max_length, beam, union, batch_size,
                   normalize, device, workers, out_dir) -> None:
     """Compositional explanations (Mu & Andreas 2020): each unit's best formula over concepts, by exact IoU."""
@@ -152,12 +163,7 @@ def explain(model_spec, arch, dissection, images, max_images, size, weighting, t
 @click.option("--step-images", type=click.IntRange(1), default=N.step_images, show_default=True,
               help="Images per step of the segmentation probes.")
 @click.option("--seed", type=click.IntRange(0), default=N.seed, show_default=True, help="Seed of the image order.")
-@click.option("--batch-size", type=click.IntRange(1), default=C.batch_size, show_default=True,
-              help="Images per forward pass (the dissection's, for the same activations).")
-@normalize_option
-@device_option
-@workers_option
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+@_layer_pass
 def net2vec(dataset_dir, dissection, model_spec, arch, caches, concepts, epochs, lr, step_images, seed, batch_size,
             normalize, device, workers, out_dir) -> None:
     """Net2Vec (Fong & Vedaldi 2018): each concept as a weighted combination of the layer's units."""

@@ -13,7 +13,7 @@ import pandas as pd
 
 from unitscope.ablation.run import CLASSES_COLUMNS, UNITS_COLUMNS
 from unitscope.report.collect import layer_key, read_result, read_table, slugify
-from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs
+from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs, table_html
 
 if TYPE_CHECKING:
     from unitscope.report.site import SiteWriter
@@ -87,9 +87,7 @@ class AblationSection(Section):
             f"<td>{row['images']}</td></tr>" for _, row in rows.iterrows())
         html = (f"<p>{lead} on the {escape(entry.meta['split'])} images of each class: the unit zeroed, the rest of "
                 f"{escape(model)} unchanged (Bau et al. 2020). The classes whose logit it changes most:</p>"
-                '<div class="table-wrap"><table><thead><tr><th scope="col">class</th>'
-                '<th scope="col">mean logit of the class on its images</th><th scope="col">accuracy</th>'
-                f'<th scope="col">images</th></tr></thead><tbody>{body}</tbody></table></div>'
+                + table_html(["class", "mean logit of the class on its images", "accuracy", "images"], body) +
                 f'<p><a href="../../ablation/{slugify(model)}.html">Every class of {escape(model)}</a>.</p>')
         return [Panel("Ablation", html)]
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from unitscope.compositional.run import FORMULAS_COLUMNS
 from unitscope.report.collect import layer_key, read_json, read_result, read_table, slugify
-from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs
+from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs, table_html
 
 if TYPE_CHECKING:
     from unitscope.report.site import SiteWriter
@@ -94,9 +94,7 @@ class CompositionalSection(Section):
                 f"{escape(UNION_TEXT[settings['union']])}. Each row is the best formula of at most that many concepts (the "
                 f"row above again where no longer one fits better). "
                 f'<a href="../../compositional/{slugify(model)}.html">Every unit of {escape(model)}</a>.</p>'
-                '<div class="table-wrap"><table><thead><tr><th scope="col">length at most</th>'
-                '<th scope="col">formula</th><th scope="col">IoU</th><th scope="col">intersection / union (pixels)'
-                f"</th></tr></thead><tbody>{body}</tbody></table></div>")
+                + table_html(["length at most", "formula", "IoU", "intersection / union (pixels)"], body))
         return [Panel("Compositional explanation", html)]
 
     def layer_panels(self, model: str, layer: str) -> list[Panel]:

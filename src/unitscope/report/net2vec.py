@@ -13,7 +13,7 @@ import pandas as pd
 
 from unitscope.net2vec.run import CONCEPTS_COLUMNS, SPARSITY_COLUMNS
 from unitscope.report.collect import layer_key, read_json, read_result, read_table, slugify
-from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs
+from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs, table_html
 
 if TYPE_CHECKING:
     from unitscope.report.site import SiteWriter
@@ -86,9 +86,8 @@ class Net2VecSection(Section):
         html = ("<p>The concept as a weighted combination of a layer's binarised units (Net2Vec, Fong &amp; Vedaldi "
                 "2018), trained on the train images, against the layer's best single unit; IoU on the val images that "
                 "contain the concept (Net2Vec's protocol).</p>"
-                '<div class="table-wrap"><table><thead><tr><th scope="col">layer</th><th scope="col">combination</th>'
-                '<th scope="col">best single unit</th><th scope="col">units carrying 90 % of |w|</th>'
-                f'<th scope="col">val images</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+                + table_html(["layer", "combination", "best single unit", "units carrying 90 % of |w|", "val images"],
+                             "".join(rows)))
         return [Panel("Net2Vec", html)]
 
     def layer_panels(self, model: str, layer: str) -> list[Panel]:

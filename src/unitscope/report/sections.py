@@ -34,6 +34,14 @@ class Panel:
     html: str
 
 
+def table_html(headers: Sequence[str], rows: str, css_class: str = "") -> str:
+    """A panel's table: ``headers`` (trusted HTML) as the column headings over ``rows`` (trusted ``<tr>`` HTML), in the
+    scrolling wrapper the site's stylesheet gives tables."""
+    attribute = f' class="{css_class}"' if css_class else ""
+    head = "".join(f'<th scope="col">{header}</th>' for header in headers)
+    return f'<div class="table-wrap"><table{attribute}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
 @dataclass
 class SiteInputs:
     """What every section may read besides its own result directories."""

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from unitscope.report.collect import ReportInputError, layer_key, read_result, read_table, slugify
-from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs
+from unitscope.report.sections import NavLink, Panel, Panels, Section, SiteInputs, table_html
 from unitscope.report.strips import save_webp
 from unitscope.visualize.run import UNITS_COLUMNS, VIEW_TILE
 
@@ -132,14 +132,12 @@ class VisualizationSection(Section):
             side = row.bottom - row.top
             rows.append(f"<tr><th scope=\"row\">{row.rank}</th>{cells}<td>{row.activation:.3g} at map position "
                         f"({row.row}, {row.column}); crop {side}×{side} px</td></tr>")
-        header = "".join(f'<th scope="col">{name}</th>' for name in ("rank", *VIEW_NAMES.values(), "kept activation"))
         return ("<p>The unit's strongest activation on each of its top images, everything else in the layer zeroed, "
                 "projected back to the pixels: by DeconvNet (Zeiler &amp; Fergus 2014; the positive signal passes every "
                 "rectifier) and by guided backprop (only where the rectifier's input was in its linear range too, so a "
                 "ReLU6 unit kept at its ceiling of 6 passes nothing and its guided view is grey). Grey is 0; the "
                 "crop is the square the projections reach.</p>"
-                f'<div class="table-wrap"><table class="maps"><thead><tr>{header}</tr></thead>'
-                f'<tbody>{"".join(rows)}</tbody></table></div>')
+                + table_html(["rank", *VIEW_NAMES.values(), "kept activation"], "".join(rows), "maps"))
 
     def layer_panels(self, model: str, layer: str) -> list[Panel]:
         entry = self.layers.get((model, layer))
