@@ -21,8 +21,10 @@ from unitscope.dissect import dissect
 from unitscope.dissect.result import Dissected
 from unitscope.models import LoadedModel
 from unitscope.net2vec.probes import (
+    _fit,
     average_precision,
     class_weighted_loss,
+    retrain_top_units,
     segmentation_logits,
     top_units,
     train_classification,
@@ -63,6 +65,40 @@ def test_segmentation_probes_recover_the_mixing_weights() -> None:
     assert units_carrying(weight).tolist() == [2, 2]
     assert (top_units(weight, 2).abs().argsort(dim=1, descending=True)[:, :2].sort(dim=1).values
             == torch.tensor([[0, 1], [2, 3]])).all()
+
+
+def test_retraining_on_the_top_units_is_each_concept_trained_alone_on_them() -> None:
+    """The sparsity sweep's probes: each concept's k largest weights trained further from the truncated probe, the
+    others held at zero, equal each concept's probe trained alone on just those units' maps from the same start; the
+    retrained probe fits better than the truncated one."""
+    binary, targets = _planted(64, 2)
+    alpha = 1 - targets.float().mean(dim=(0, 2, 3))
+
+    def batches(epoch: int):
+        for start in range(0, len(binary), 16):
+            yield binary[start:start + 16], targets[start:start + 16]
+
+    noisy = TRUE_WEIGHT + 0.3 * torch.randn(2, 6, generator=torch.Generator().manual_seed(4))  # a start to improve on
+    retrained = retrain_top_units(batches, noisy, TRUE_BIAS, [1, 2], alpha, (16, 16), 5, 1e-3, 0.9)
+    for k, (weight, bias) in zip([1, 2], retrained):
+        start = top_units(noisy, k)
+        assert ((weight != 0) == (start != 0)).all() and ((weight != 0).sum(dim=1) == k).all()
+        for c in range(2):
+            units = start[c].nonzero()[:, 0]
+
+            def alone(epoch: int, c=c, units=units):
+                for b, t in batches(epoch):
+                    yield b[:, units], t[:, c:c + 1]
+
+            reference = _fit(alone, [(start[c:c + 1, units], TRUE_BIAS[c:c + 1], None)], alpha[c:c + 1], (16, 16), 5,
+                             1e-3, 0.9)[0]
+            torch.testing.assert_close(weight[c, units], reference[0][0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(bias[c], reference[1][0], rtol=1e-5, atol=1e-6)
+
+    def loss(weight: torch.Tensor, bias: torch.Tensor) -> float:
+        return float(class_weighted_loss(segmentation_logits(binary, weight, bias, (16, 16)), targets, alpha))
+
+    assert loss(*retrained[0]) < loss(top_units(noisy, 1), TRUE_BIAS)
 
 
 def test_the_loss_is_the_class_weighted_one_by_hand() -> None:
@@ -159,11 +195,22 @@ def test_single_units_and_both_protocols_equal_dense_masks(dissected, tmp_path) 
         mask, hits = predicted[:, i], (predicted[:, i] & truth).sum()
         contains = truth.any(axis=(1, 2))
         assert row["iou"] == pytest.approx(hits / (mask[contains].sum() + truth.sum() - hits), abs=1e-12)
-    sparsity = pd.read_csv(written / "sparsity.csv")
-    assert sparsity.columns.tolist() == SPARSITY_COLUMNS and set(sparsity["k"]) == {1, 2, 4, 6}
-    one = top_units(weight, 1)
-    kept = (one != 0).sum(dim=1)
-    assert (kept <= 1).all() and (one.abs().amax(dim=1) == weight.abs().amax(dim=1)).all()
+    sparsity = pd.read_csv(written / "sparsity.csv").set_index(["k", "number"])
+    assert sparsity.columns.tolist() == SPARSITY_COLUMNS[1:2] + SPARSITY_COLUMNS[3:]
+    assert sorted(set(sparsity.index.get_level_values("k"))) == [1, 2, 4, 6]
+    with np.load(written / "weights.npz") as weights:  # the sweep's probes, retrained on their k largest weights
+        assert weights["sparsity_k"].tolist() == [1, 2, 4]
+        sweep = zip(weights["sparsity_k"], weights["sparsity_weight"], weights["sparsity_bias"])
+        for k, w, b in [*sweep, (6, weight.numpy(), bias.numpy())]:
+            assert ((w != 0).sum(axis=1) <= k).all()
+            masks = (segmentation_logits(binary, torch.from_numpy(w), torch.from_numpy(b),
+                                         tuple(dataset.label_size)) > 0).numpy()
+            for i, number in enumerate(numbers):
+                truth = labels[number][val]
+                if truth.any():
+                    hits = (masks[:, i] & truth).sum()
+                    expected = hits / (masks[:, i][truth.any(axis=(1, 2))].sum() + truth.sum() - hits)
+                    assert sparsity.loc[(k, number), "iou"] == pytest.approx(expected, abs=1e-12)
     summary = json.loads((written / "summary.json").read_text())
     assert summary["reference"]["AlexNet (ImageNet) conv5"] == {"combination": 0.115, "single unit": 0.043}
     with np.load(written / "weights.npz") as weights:
@@ -248,14 +295,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path, monkeypat
                       concepts=["kitchen-s"])
     with pytest.raises(ValueError, match="--epochs must be at least 1"):
         net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=0), device="cpu")
-    # At its peak Net2Vec holds the concepts' packed pixels twice and the binarised units as bool and float32: 2 × 40
-    # images × 10 concepts × 16×16/8 bytes + 5 × 40 × 6 units × 4×4 = 44,800 bytes here; with --concept only the named
-    # concepts' pixels (2 × 40 × 2 × 32 + 19,200 = 24,320 bytes). It must fit in 3/4 of the memory it may use.
-    assert peak_bytes(dataset, len(probed_concepts(dataset)), 6, (4, 4)) == 2 * 40 * 10 * 32 + 5 * 40 * 6 * 16 == 44_800
+    # At its peak Net2Vec holds twice the packed binarised units (4×4 positions: 2 bytes per image and unit) and the
+    # per-image tables (10 bytes per image and concept, 12 per image and unit), and one step's 32 bytes per image,
+    # concept and label pixel: 2 × 40 × (6 × 2 + 10 × 10 + 12 × 6) + 32 × 16 × 10 × 16×16 = 1,325,440 bytes here for
+    # 10 concepts; 2 × 40 × (12 + 20 + 72) + 32 × 16 × 2 × 256 = 270,464 for two. It must fit in 3/4 of the memory the
+    # process may use.
+    assert peak_bytes(dataset, len(probed_concepts(dataset)), 6, (4, 4), 16) == 1_325_440
+    assert peak_bytes(dataset, 2, 6, (4, 4), 16) == 270_464
     with monkeypatch.context() as patch:
-        patch.setattr("unitscope.net2vec.run.memory_limit", lambda: 40_000)
-        with pytest.raises(ValueError, match=r"pixels of 10 concepts and the binarised units over 40 images in memory, "
-                                             r"44\.8 kB at the peak, more than 3/4 of the 40\.0 kB .* with --concept"):
+        patch.setattr("unitscope.net2vec.run.memory_limit", lambda: 1_000_000)
+        with pytest.raises(ValueError, match=r"probes of 10 concepts over 40 images, 16 a step, need 1\.3 MB at the peak, "
+                                             r"more than 3/4 of the 1\.0 MB .* with --concept or lower --step-images"):
             net2vec_layer(dataset, _loaded(), dissection, out, device="cpu")
         assert not out.exists()
         net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=1), device="cpu",
@@ -299,20 +349,32 @@ def test_report_shows_combinations_beside_single_units(dissected, tmp_path) -> N
 
 
 def test_a_subset_of_concepts_keeps_every_count_of_the_full_pass(dissected) -> None:
-    """`--concept` holds only the named concepts' pixels, and their columns equal the full pass's: a category is present
-    where any of its labels is, named or not."""
+    """`--concept` counts only the named concepts, and their columns equal the full pass's: a category is present
+    where any of its labels is, named or not. The batches the probes train on hold the binarised units (packed in
+    memory) and each concept's pixels read again from the label maps, equal to a dense reading of both."""
     dataset, dissection = dissected
     result = Dissected.read(dissection)
     full = gather(dataset, _loaded(), result, batch_size=4, device="cpu")
     subset = np.array([9, 3])  # kitchen-s (a scene) and car (an object)
     part = gather(dataset, _loaded(), result, batch_size=4, device="cpu", concepts=subset)
     columns = [full.concepts.tolist().index(n) for n in subset]
-    assert part.concepts.tolist() == subset.tolist() and part.targets.shape[1] == 2
+    assert part.concepts.tolist() == subset.tolist()
     for name in ("present", "contains", "concept_pixels"):
         np.testing.assert_array_equal(getattr(part, name), getattr(full, name)[:, columns], err_msg=name)
     np.testing.assert_array_equal(part.unit_hits, full.unit_hits[:, :, columns])
-    np.testing.assert_array_equal(part.targets, full.targets[:, columns])
     assert not full.present.all()  # the fixture has images without a scene or an object
+    labels, _ = concept_masks(dataset)
+    acts = reference_activations(dataset, DyadicNet())["mixed"]
+    binary = acts > result.thresholds().astype(np.float32)[None, :, None, None]
+    rows = np.array([5, 0, 17, 3, 39])
+    seen = []
+    for batch, units, pixels in part.batches(rows, 2):
+        seen.extend(batch.tolist())
+        np.testing.assert_array_equal(units.numpy(), binary[batch])
+        for j, number in enumerate(subset):
+            np.testing.assert_array_equal(pixels[:, j].numpy(), labels[number][batch])
+    assert seen == rows.tolist() and labels[9].any() and labels[3].any()
+    np.testing.assert_allclose(full.features.numpy(), binary.mean(axis=(2, 3)), rtol=0, atol=1e-7)
 
 
 def test_memory_limit_is_the_machine_or_a_smaller_limit_of_the_cgroup_or_its_ancestors(tmp_path) -> None:

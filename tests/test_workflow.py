@@ -151,13 +151,14 @@ def test_tiny_config_plans_the_sharded_flow(clone: Path) -> None:
     assert "dissect" not in counts
 
 
-def test_net2vec_concepts_reach_the_command(clone: Path) -> None:
+def test_net2vec_options_reach_the_command(clone: Path) -> None:
     config = yaml.safe_load((REPO / TINY).read_text())
-    config["net2vec"]["concepts"] = ["car", "sky blue"]
+    config["net2vec"].update(concepts=["car", "sky blue"], step_images=8, sparsity_epochs=0)
     (clone / "concepts.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(clone, "results/net2vec/probecnn/conv4", "-n", "-p", "--configfile", "concepts.yaml")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--concept car --concept 'sky blue'" in result.stdout
+    assert "--step-images 8 --sparsity-epochs 0" in result.stdout
 
 
 def test_slurm_profile_dry_run_requests_gpus_for_forward_passes(clone: Path) -> None:

@@ -343,6 +343,7 @@ class Net2VecSettings:
     lr: float = 1e-4
     momentum: float = 0.9
     step_images: int = 16
+    sparsity_epochs: int = 0
     classification_epochs: int = 200
     classification_lr: float = 0.1
     seed: int = 0
@@ -352,6 +353,8 @@ class Net2VecSettings:
                               ("classification_epochs", self.classification_epochs)):
             if value < 1:
                 raise ValueError(f"{option} must be at least 1, got {value}")
+        if self.sparsity_epochs < 0:
+            raise ValueError(f"--sparsity-epochs must be at least 0, got {self.sparsity_epochs}")
         for option, value in (("--lr", self.lr), ("classification_lr", self.classification_lr)):
             if not value > 0:
                 raise ValueError(f"{option} must be positive, got {value}")

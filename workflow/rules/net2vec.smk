@@ -36,6 +36,7 @@ def net2vec_options(wildcards, input) -> str:
         f"--dataset {shlex.quote(dataset_dir(model_dataset(source.model)))}",
         f"--dissection results/dissect/{wildcards.run}/{shlex.quote(wildcards.layer)}",
         f"--epochs {NET2VEC['epochs']}", f"--lr {NET2VEC['lr']}", f"--seed {NET2VEC['seed']}",
+        f"--step-images {NET2VEC['step_images']}", f"--sparsity-epochs {NET2VEC['sparsity_epochs']}",
         *(f"--concept {shlex.quote(name)}" for name in NET2VEC["concepts"]),
         f"--batch-size {config['batch_size']}", f"--device {config['device']}", f"--workers {config['loader_workers']}"])
 

@@ -40,7 +40,7 @@ def _layer_pass(command):
         click.option("--batch-size", type=click.IntRange(1), default=C.batch_size, show_default=True,
                      help="Images per forward pass (the dissection's, for the same activations)."),
         normalize_option, device_option, workers_option,
-        click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory."),
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory."),
     ])
 
 
@@ -102,7 +102,7 @@ def compositional(dataset_dir, dissection, model_spec, arch, caches, max_length,
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the random-units control.")
 @normalize_option
 @device_option
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory.")
 def ablate(model_spec, arch, layer, dataset_dir, dissection, split, batch_size, seed, normalize, device,
            out_dir) -> None:
     """Unit ablation (Bau et al. 2020): each unit zeroed, each class's accuracy and logit; each class's top units."""
@@ -136,7 +136,7 @@ def ablate(model_spec, arch, layer, dataset_dir, dissection, split, batch_size, 
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Images per forward pass.")
 @normalize_option
 @device_option
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory.")
 def explain(model_spec, arch, dissection, images, max_images, size, weighting, target, batch_size, normalize, device,
             out_dir) -> None:
     """Explain predictions with interpreted units (Zhou et al. 2018): each logit split over the dissected layer."""
@@ -162,16 +162,19 @@ def explain(model_spec, arch, dissection, images, max_images, size, weighting, t
               help="Learning rate of the segmentation probes (their loss is summed over an image's pixels).")
 @click.option("--step-images", type=click.IntRange(1), default=N.step_images, show_default=True,
               help="Images per step of the segmentation probes.")
+@click.option("--sparsity-epochs", type=click.IntRange(0), default=N.sparsity_epochs, show_default=True,
+              help="Epochs that retrain each probe on its k largest weights for the sparsity sweep (0: truncate).")
 @click.option("--seed", type=click.IntRange(0), default=N.seed, show_default=True, help="Seed of the image order.")
 @_layer_pass
-def net2vec(dataset_dir, dissection, model_spec, arch, caches, concepts, epochs, lr, step_images, seed, batch_size,
-            normalize, device, workers, out_dir) -> None:
+def net2vec(dataset_dir, dissection, model_spec, arch, caches, concepts, epochs, lr, step_images, sparsity_epochs,
+            seed, batch_size, normalize, device, workers, out_dir) -> None:
     """Net2Vec (Fong & Vedaldi 2018): each concept as a weighted combination of the layer's units."""
     import dataclasses
 
     from unitscope.net2vec.run import net2vec_layer
 
-    settings = dataclasses.replace(N, epochs=epochs, lr=lr, step_images=step_images, seed=seed)
+    settings = dataclasses.replace(N, epochs=epochs, lr=lr, step_images=step_images,
+                                   sparsity_epochs=sparsity_epochs, seed=seed)
     try:
         source = _source(model_spec, arch, caches)
         written = net2vec_layer(dataset_dir, source, dissection, out_dir, settings, normalize, device, concepts,

@@ -10,7 +10,7 @@ by negatives / positives).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,18 +37,42 @@ def class_weighted_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: torc
 def train_segmentation(batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], units: int,
                        alpha: torch.Tensor, size: tuple[int, int], epochs: int, lr: float,
                        momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights (C, K) and biases (C,) of the segmentation probes; ``batches(epoch)`` yields (binary units
+    """Weights (C, K) and biases (C,) of the segmentation probes, from zero; ``batches(epoch)`` yields (binary units
     (B, K, h, w) float, targets (B, C, sh, sw) bool)."""
-    concepts = len(alpha)
-    weight = torch.zeros(concepts, units, requires_grad=True)
-    bias = torch.zeros(concepts, requires_grad=True)
-    optimizer = torch.optim.SGD([weight, bias], lr=lr, momentum=momentum)
+    start = (torch.zeros(len(alpha), units), torch.zeros(len(alpha)), None)
+    return _fit(batches, [start], alpha, size, epochs, lr, momentum)[0]
+
+
+def retrain_top_units(batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], weight: torch.Tensor,
+                      bias: torch.Tensor, ks: Sequence[int], alpha: torch.Tensor, size: tuple[int, int], epochs: int,
+                      lr: float, momentum: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For each k of ``ks``, the probes restricted to each concept's k largest |w| units and trained again from
+    those weights (:func:`top_units`) and the biases, the other weights held at zero; all k on the same batches.
+    The loss is convex in the weights, so the start only decides how fast the restricted optimum is reached."""
+    starts = []
+    for k in ks:
+        kept = top_units(weight, k)
+        starts.append((kept, bias.clone(), kept != 0 if k < weight.shape[1] else None))
+    return _fit(batches, starts, alpha, size, epochs, lr, momentum)
+
+
+def _fit(batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+         starts: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], alpha: torch.Tensor,
+         size: tuple[int, int], epochs: int, lr: float, momentum: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Probes (weight, bias, support: the weights that may change, None for all) trained by SGD with momentum on
+    the same batches, each step of each probe on its own."""
+    probes = []
+    for weight, bias, support in starts:
+        weight, bias = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        probes.append((weight, bias, support, torch.optim.SGD([weight, bias], lr=lr, momentum=momentum)))
     for epoch in range(epochs):
         for binary, targets in batches(epoch):
-            optimizer.zero_grad()
-            class_weighted_loss(segmentation_logits(binary, weight, bias, size), targets, alpha).backward()
-            optimizer.step()
-    return weight.detach(), bias.detach()
+            for weight, bias, support, optimizer in probes:
+                optimizer.zero_grad()
+                kept = weight if support is None else weight * support
+                class_weighted_loss(segmentation_logits(binary, kept, bias, size), targets, alpha).backward()
+                optimizer.step()
+    return [(weight.detach(), bias.detach()) for weight, bias, _, _ in probes]
 
 
 def train_classification(features: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float,

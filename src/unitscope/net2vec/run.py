@@ -5,7 +5,7 @@ and classification probe over the layer's binarised units (the dissection's thre
 from __future__ import annotations
 
 from contextlib import closing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from unitscope import __version__
+from unitscope.broden.loaders import SegmentationBatch, segmentation_loader
 from unitscope.broden.reader import BrodenDataset
 from unitscope.dissect.result import Dissected
 from unitscope.dissect.sources import Source, every_row, labelled_batches
@@ -22,6 +23,7 @@ from unitscope.io import staged_directory, write_csv, write_json, write_npz
 from unitscope.memory import memory_limit
 from unitscope.net2vec.probes import (
     average_precision,
+    retrain_top_units,
     segmentation_logits,
     top_units,
     train_classification,
@@ -46,27 +48,62 @@ REFERENCE = {"AlexNet (ImageNet) conv5": {"combination": 0.115, "single unit": 0
 
 @dataclass
 class ProbeData:
-    """A layer over a dataset, as the probes need it: ``binary`` units (N, K, h, w) bool (A_k > T_k); ``targets``
-    (N, C, S/8) the concepts' pixels packed along the label map's S pixels; per image and concept ``contains`` and
-    ``present`` (the concept's category is present: the dissection's ``image`` rule); ``unit_pixels`` (N, K): each
-    unit's mask pixels per image (the dissection's masks) and ``unit_hits`` (2, K, C) those on each concept, summed
-    over the train images and over the val images. All of it is held in memory (:func:`peak_bytes`)."""
+    """A layer over a dataset, as the probes need it. Held in memory: ``units`` (N, K, ⌈hw/8⌉) the binarised units
+    (A_k > T_k) packed along the layer's h·w positions and ``features`` (N, K) their mean over positions; per image
+    and concept ``contains``, ``present`` (the concept's category is present: the dissection's ``image`` rule) and
+    ``concept_pixels``; ``unit_pixels`` (N, K) each unit's mask pixels per image (the dissection's masks) and
+    ``unit_hits`` (2, K, C) those on each concept, summed over the train images and over the val images. The
+    concepts' pixels are read again from the label maps whenever a batch needs them (:meth:`batches`); peak memory
+    in :func:`peak_bytes`."""
 
+    dataset: BrodenDataset
     concepts: np.ndarray
-    binary: torch.Tensor
-    targets: np.ndarray
+    units: np.ndarray
+    map_size: tuple[int, int]
+    features: torch.Tensor
     train: np.ndarray
     contains: np.ndarray
     present: np.ndarray
     concept_pixels: np.ndarray
     unit_pixels: np.ndarray
     unit_hits: np.ndarray
-    label_size: tuple[int, int]
+    workers: int = 0
 
-    def target_batch(self, rows: np.ndarray) -> torch.Tensor:
-        pixels = self.label_size[0] * self.label_size[1]
-        unpacked = np.unpackbits(self.targets[rows], axis=2, count=pixels).astype(bool)
-        return torch.from_numpy(unpacked.reshape(len(rows), len(self.concepts), *self.label_size))
+    @property
+    def label_size(self) -> tuple[int, int]:
+        return self.dataset.label_size
+
+    def unit_batch(self, rows: np.ndarray) -> torch.Tensor:
+        """The binarised units of images ``rows`` as float32 (B, K, h, w)."""
+        h, w = self.map_size
+        bits = np.unpackbits(self.units[rows], axis=2, count=h * w)
+        return torch.from_numpy(bits.reshape(len(rows), -1, h, w)).float()
+
+    def batches(self, rows: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """``(rows, binarised units (B, K, h, w) float32, concept pixels (B, C, sh, sw) bool)`` over ``rows`` in
+        their order, ``size`` images at a time, the label maps decoded again (by ``workers`` processes)."""
+        for seg in segmentation_loader(self.dataset, rows, size, self.workers):
+            part = seg.indices.numpy()
+            pixels = concept_targets(label_members(seg, len(self.dataset.primary)), seg, self.concepts)
+            yield part, self.unit_batch(part), pixels.reshape(len(part), -1, *self.label_size)
+
+
+def label_members(seg: SegmentationBatch, labels: int) -> torch.Tensor:
+    """(B, combinations, L) bool: the labels of each label combination of each image of ``seg``, its image-level
+    labels included and label 0 left out."""
+    b = len(seg.combination_ids)
+    members = torch.zeros(b, seg.combination_labels.shape[1], labels, dtype=torch.bool)
+    members.scatter_(2, seg.combination_labels.long(), True)
+    members |= torch.zeros(b, labels, dtype=torch.bool).scatter_(1, seg.image_labels.long(), True)[:, None, :]
+    members[:, :, 0] = False
+    return members
+
+
+def concept_targets(members: torch.Tensor, seg: SegmentationBatch, concepts: np.ndarray) -> torch.Tensor:
+    """(B, C, S) bool: the pixels of ``concepts`` (label numbers) in each image, over its S label-map pixels."""
+    b = len(members)
+    ids = seg.combination_ids.long().reshape(b, -1, 1).expand(-1, -1, len(concepts))
+    return members[:, :, torch.as_tensor(concepts, dtype=torch.long)].gather(1, ids).transpose(1, 2)
 
 
 def probed_concepts(dataset: BrodenDataset) -> np.ndarray:
@@ -75,31 +112,37 @@ def probed_concepts(dataset: BrodenDataset) -> np.ndarray:
     return numbers[numbers > 0]
 
 
-def peak_bytes(dataset: BrodenDataset, concepts: int, units: int, map_size: Sequence[int]) -> int:
-    """Bytes Net2Vec holds at its peak over every image of ``dataset``: the packed pixels of ``concepts`` concepts
-    (S/8 bytes per image and concept) twice while the batches' parts are joined, and the binarised units as bool and
-    as the float32 copy the probes train on."""
-    packed = len(dataset) * concepts * -(-dataset.label_size[0] * dataset.label_size[1] // 8)
-    return 2 * packed + 5 * len(dataset) * units * int(np.prod(map_size))
+#: Bytes per image, concept and label-map pixel of one training step (logits, their upsampling, the loss's terms and
+#: their gradients: measured 20–33 on CPU).
+STEP_BYTES = 32
+
+
+def peak_bytes(dataset: BrodenDataset, concepts: int, units: int, map_size: Sequence[int], step_images: int) -> int:
+    """Bytes Net2Vec holds at its peak over every image of ``dataset``: twice (while the batches' parts are joined)
+    the packed binarised units (⌈hw/8⌉ bytes per image and unit) and the per-image tables (10 bytes per image and
+    concept, 12 per image and unit), plus one training step of ``step_images`` images (:data:`STEP_BYTES`)."""
+    packed = -(-int(np.prod(map_size)) // 8)
+    held = len(dataset) * (units * packed + 10 * concepts + 12 * units)
+    return 2 * held + STEP_BYTES * step_images * concepts * dataset.label_size[0] * dataset.label_size[1]
 
 
 def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_size: int = 32,
            normalize: str | None = None, device: str = "auto", workers: int = 0,
            concepts: np.ndarray | None = None) -> ProbeData:
-    """One pass over every image: the layer's binarised units, the pixels of ``concepts`` (label numbers; default
+    """One pass over every image: the layer's binarised units, the counts of ``concepts`` (label numbers; default
     :func:`probed_concepts`) and the single units' counts (a model's input normalised as the dissection's unless
     ``normalize`` says otherwise); refuses activations that are not the dissection's."""
     dataset = dissected.dataset(dataset)
     run, transform = dissected.rerun(dataset, source, batch_size, normalize, device, workers)
     meta = dissected.meta
     primary = torch.as_tensor(np.asarray(dataset.primary))
-    every = torch.as_tensor(probed_concepts(dataset), dtype=torch.long)
-    concepts = every if concepts is None else torch.as_tensor(concepts, dtype=torch.long)
+    every = probed_concepts(dataset)
+    concepts = every if concepts is None else np.asarray(concepts, dtype=np.int64)
     thresholds = torch.as_tensor(dissected.thresholds(), device=run.device)
     categories = torch.zeros(len(primary), len(dataset.categories), dtype=torch.bool)
     categories[every, primary[every]] = True  # a category is present where any of its labels is, probed or not
     is_train = dataset.index["split"].to_numpy() == "train"
-    parts: dict[str, list] = {key: [] for key in ("binary", "targets", "contains", "present", "concept_pixels",
+    parts: dict[str, list] = {key: [] for key in ("units", "features", "contains", "present", "concept_pixels",
                                                   "unit_pixels", "rows")}
     unit_hits = torch.zeros(2, len(thresholds), len(concepts), dtype=torch.float64)
     maxima = torch.full((len(thresholds),), -torch.inf, device=run.device)
@@ -108,23 +151,18 @@ def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_s
             acts = transform(raw[meta["layer"]])
             b, units = acts.shape[:2]
             size = tuple(seg.combination_ids.shape[1:])
-            members = torch.zeros(b, seg.combination_labels.shape[1], len(primary), dtype=torch.bool)
-            members.scatter_(2, seg.combination_labels.long(), True)
-            members |= torch.zeros(b, len(primary), dtype=torch.bool).scatter_(
-                1, seg.image_labels.long(), True)[:, None, :]
-            members[:, :, 0] = False
-            chosen = members[:, :, concepts]  # (B, combinations, C)
-            ids = seg.combination_ids.long().reshape(b, -1, 1).expand(-1, -1, len(concepts))
-            targets = chosen.gather(1, ids).transpose(1, 2)  # (B, C, S)
+            members = label_members(seg, len(primary))
+            targets = concept_targets(members, seg, concepts)  # (B, C, S)
             labels = (members & (seg.combination_pixels > 0)[:, :, None]).any(dim=1)
             grid = Bilinear(tuple(acts.shape[2:]), size, run.device)
             masks = (grid.dense(acts.flatten(0, 1)).reshape(b, units, -1) > thresholds[None, :, None]).float().cpu()
-            parts["binary"].append((acts > thresholds[None, :, None, None]).cpu())
-            parts["targets"].append(np.packbits(targets.numpy(), axis=2))
+            binary = (acts > thresholds[None, :, None, None]).cpu()
+            parts["units"].append(np.packbits(binary.flatten(2).numpy(), axis=2))
+            parts["features"].append(binary.float().mean(dim=(2, 3)).numpy())
             parts["contains"].append(labels[:, concepts].numpy())
             parts["present"].append((labels.float() @ categories.float() > 0)[:, primary[concepts]].numpy())
-            parts["concept_pixels"].append(targets.sum(dim=2).numpy())
-            parts["unit_pixels"].append(masks.sum(dim=2).numpy())
+            parts["concept_pixels"].append(targets.sum(dim=2).int().numpy())
+            parts["unit_pixels"].append(masks.sum(dim=2).int().numpy())
             hits = torch.bmm(masks, targets.float().transpose(1, 2)).double()  # exact: at most S per image
             train_rows = torch.as_tensor(is_train[np.asarray(indices)])
             unit_hits[0] += hits[train_rows].sum(dim=0)
@@ -132,11 +170,11 @@ def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_s
             maxima = torch.maximum(maxima, acts.amax(dim=(0, 2, 3)))
             parts["rows"].append(np.asarray(indices))
     dissected.check_peaks(maxima.cpu().numpy())
-    rows = np.concatenate(parts.pop("rows"))
-    joined = {key: np.concatenate(value) if key != "binary" else torch.cat(value) for key, value in parts.items()}
-    return ProbeData(concepts.numpy(), joined["binary"], joined["targets"], is_train[rows], joined["contains"],
-                     joined["present"], joined["concept_pixels"].astype(np.int64),
-                     joined["unit_pixels"].astype(np.int64), unit_hits.round().long().numpy(), size)
+    rows = np.concatenate(parts.pop("rows"))  # 0, 1, …: the dissection's first images in order
+    joined = {key: np.concatenate(value) for key, value in parts.items()}
+    return ProbeData(dataset, concepts, joined["units"], tuple(acts.shape[2:]), torch.from_numpy(joined["features"]),
+                     is_train[rows], joined["contains"], joined["present"], joined["concept_pixels"],
+                     joined["unit_pixels"], unit_hits.round().long().numpy(), workers)
 
 
 def _iou(hits: np.ndarray, area: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -171,13 +209,14 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
         if unknown:
             raise ValueError(f"--concept {unknown[0]!r} is not a label of the dissected categories of {dataset.root}")
         probed = np.array(sorted({number[name] for name in concepts}))
-    needed = peak_bytes(dataset, len(probed), dissected.meta["units"], dissected.meta["map_size"])
+    needed = peak_bytes(dataset, len(probed), dissected.meta["units"], dissected.meta["map_size"],
+                        settings.step_images)
     limit = memory_limit()
     if needed > 3 * limit / 4:
-        raise ValueError(f"--dataset {dataset.root}: Net2Vec holds the pixels of {len(probed)} concepts and the "
-                         f"binarised units over {len(dataset)} images in memory, {format_bytes(needed)} at the peak, "
-                         f"more than 3/4 of the {format_bytes(limit)} this process may use (the rest: torch, the model, "
-                         "a batch); name fewer concepts with --concept")
+        raise ValueError(f"--dataset {dataset.root}: Net2Vec's probes of {len(probed)} concepts over {len(dataset)} "
+                         f"images, {settings.step_images} a step, need {format_bytes(needed)} at the peak, more than 3/4 "
+                         f"of the {format_bytes(limit)} this process may use (the rest: torch, the model, a batch); "
+                         "name fewer concepts with --concept or lower --step-images")
     data = gather(dataset, source, dissected, batch_size, normalize, device, workers, probed)
     train, val = np.flatnonzero(data.train), np.flatnonzero(~data.train)  # val: every image not in the train split
     if not len(train) or not len(val):
@@ -196,49 +235,55 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
     pixels = data.label_size[0] * data.label_size[1]
     alpha = torch.as_tensor(1 - data.concept_pixels[train][:, keep].sum(axis=0) / (len(train) * pixels),
                             dtype=torch.float32)
-    binary = data.binary.float()
-
-    bar = progress(total=settings.epochs, desc="segmentation probes", unit="epoch")
+    units = data.units.shape[1]
+    bar = progress(total=settings.epochs + settings.sparsity_epochs, desc="segmentation probes", unit="epoch")
 
     def batches(epoch: int):
         order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed + epoch))]
-        for start in range(0, len(order), settings.step_images):
-            rows = order[start:start + settings.step_images]
-            yield binary[rows], data.target_batch(rows)[:, keep]
+        for _, binary, targets in data.batches(order, settings.step_images):
+            yield binary, targets[:, keep]
         bar.update(1)
 
-    weight, bias = train_segmentation(batches, binary.shape[1], alpha, data.label_size, settings.epochs, settings.lr,
+    weight, bias = train_segmentation(batches, units, alpha, data.label_size, settings.epochs, settings.lr,
                                       settings.momentum)
+    ks = sorted({min(k or units, units) for k in SPARSITY})
+    fewer = ks[:-1]  # every k but all the units: the probes restricted to their k largest weights
+    if settings.sparsity_epochs:
+        restricted = retrain_top_units(batches, weight, bias, fewer, alpha, data.label_size,
+                                       settings.sparsity_epochs, settings.lr, settings.momentum)
+    else:
+        restricted = [(top_units(weight, k), bias) for k in fewer]
     bar.close()
-    units = binary.shape[1]
-    sweep = [(k, top_units(weight, k)) for k in sorted({min(k or units, units) for k in SPARSITY})]
+    sweep = [*restricted, (weight, bias)]
     hits = np.zeros((len(sweep), len(keep)), np.int64)
-    sizes = np.zeros((len(val), len(sweep), len(keep)), np.int64)
-    for start in range(0, len(val), settings.step_images):
-        rows = val[start:start + settings.step_images]
-        targets = data.target_batch(rows)[:, keep]
-        for s, (_, w) in enumerate(sweep):
+    areas = np.zeros((2, len(sweep), len(keep)), np.int64)  # mask pixels where the concept is contained / present
+    contains, present = data.contains[:, keep], data.present[:, keep]
+    for rows, binary, targets in data.batches(val, settings.step_images):
+        targets = targets[:, keep]
+        for s, (w, b) in enumerate(sweep):
             with torch.no_grad():
-                masks = segmentation_logits(binary[rows], w, bias, data.label_size) > 0
+                masks = segmentation_logits(binary, w, b, data.label_size) > 0
             hits[s] += (masks & targets).flatten(2).sum(dim=2).sum(dim=0).numpy()
-            sizes[start:start + len(rows), s] = masks.flatten(2).sum(dim=2).numpy()
-    truth, contains, present = data.concept_pixels[val][:, keep], data.contains[val][:, keep], data.present[val][:, keep]
-    combo = _protocols(hits, lambda where: (sizes * where[:, None, :]).sum(axis=0), truth, contains, present)
+            sizes = masks.flatten(2).sum(dim=2).numpy()
+            areas[0, s] += (sizes * contains[rows]).sum(axis=0)
+            areas[1, s] += (sizes * present[rows]).sum(axis=0)
+    truth = data.concept_pixels[val][:, keep]
+    combo = _iou(hits, areas[0], truth.sum(axis=0)), _iou(hits, areas[1], truth.sum(axis=0))
 
     def single(rows: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pixels = data.unit_pixels[rows]
+        pixels = data.unit_pixels[rows].astype(np.int64)
         return _protocols(hits[:, keep], lambda where: pixels.T @ where, data.concept_pixels[rows][:, keep],
-                          data.contains[rows][:, keep], data.present[rows][:, keep])
+                          contains[rows], present[rows])
 
     best = single(train, data.unit_hits[0])[0].argmax(axis=0)  # each concept's best single unit, on train images
     unit_val = single(val, data.unit_hits[1])
 
-    features = binary.mean(dim=(2, 3))
-    labels = torch.as_tensor(data.contains[:, keep])
+    features = data.features
+    labels = torch.as_tensor(contains)
     cls_weight, cls_bias = train_classification(features[train], labels[train], settings.classification_epochs,
                                                 settings.classification_lr, settings.momentum)
     ap = average_precision((features[val] @ cls_weight.T + cls_bias), labels[val]).numpy()
-    units_ap = torch.stack([average_precision(features[train], labels[train][:, c:c + 1].expand(-1, features.shape[1]))
+    units_ap = torch.stack([average_precision(features[train], labels[train][:, c:c + 1].expand(-1, units))
                             for c in range(len(keep))])  # (C, K): each unit's pooled activation as the score
     best_ap = units_ap.nan_to_num(-1.0).argmax(dim=1)
     unit_ap = average_precision(features[val][:, best_ap], labels[val]).numpy()
@@ -246,14 +291,13 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
     carrying = units_carrying(weight).numpy()
     numbers = data.concepts[keep]
     categories = [dataset.categories[primary[n]] for n in numbers]
-    last = len(sweep) - 1
-    rows = [(int(n), names[n], categories[i], int(data.contains[train][:, keep[i]].sum()),
-             int(contains[:, i].sum()), float(alpha[i]), float(combo[0][last, i]), float(combo[1][last, i]),
+    last = len(ks) - 1
+    rows = [(int(n), names[n], categories[i], int(contains[train][:, i].sum()), int(contains[val][:, i].sum()), float(alpha[i]), float(combo[0][last, i]), float(combo[1][last, i]),
              int(best[i] + 1), float(unit_val[0][best[i], i]), float(unit_val[1][best[i], i]), int(carrying[i]),
              float(ap[i]), int(best_ap[i]) + 1, float(unit_ap[i])) for i, n in enumerate(numbers)]
     table = pd.DataFrame(rows, columns=CONCEPTS_COLUMNS)
     sparsity = pd.DataFrame([(int(n), names[n], k, float(combo[0][s, i]), float(combo[1][s, i]))
-                             for s, (k, _) in enumerate(sweep) for i, n in enumerate(numbers)], columns=SPARSITY_COLUMNS)
+                             for s, k in enumerate(ks) for i, n in enumerate(numbers)], columns=SPARSITY_COLUMNS)
     unseen = table["val_images"] == 0  # no val image contains the concept: nothing to score
     table.loc[unseen, ["iou", "iou_dissection", "unit_iou", "unit_iou_dissection"]] = np.nan
     sparsity.loc[sparsity["number"].isin(table.loc[unseen, "number"]), ["iou", "iou_dissection"]] = np.nan
@@ -279,6 +323,9 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
         write_csv(table, staged / "concepts.csv")
         write_csv(sparsity, staged / "sparsity.csv")
         write_npz({"concepts": numbers, "segmentation_weight": weight.numpy(), "segmentation_bias": bias.numpy(),
+                   "sparsity_k": np.array(fewer, np.int64),
+                   "sparsity_weight": torch.stack([w for w, _ in restricted]).reshape(-1, *weight.shape).numpy(),
+                   "sparsity_bias": torch.stack([b for _, b in restricted]).reshape(-1, *bias.shape).numpy(),
                    "classification_weight": cls_weight.numpy(), "classification_bias": cls_bias.numpy()},
                   staged / "weights.npz")
         write_json(summary, staged / "summary.json")
