@@ -94,6 +94,25 @@ def test_stale_scratch_of_a_dead_process_is_removed(tmp_path: Path, capsys) -> N
     assert f"removing {stale}, left behind by an interrupted run" in capsys.readouterr().err
 
 
+def test_a_result_directory_replaces_an_older_one_whole_and_never_a_file(tmp_path: Path) -> None:
+    from unitscope.io import staged_directory
+
+    target = tmp_path / "result"
+    (target / "old").mkdir(parents=True)
+    with staged_directory(target) as staged:
+        (staged / "new").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result"] and [p.name for p in target.iterdir()] == ["new"]
+    with pytest.raises(RuntimeError), staged_directory(target) as staged:
+        (staged / "half").write_text("x")
+        raise RuntimeError("killed half-way")
+    assert [p.name for p in target.iterdir()] == ["new"] and sorted(p.name for p in tmp_path.iterdir()) == ["result"]
+    kept = tmp_path / "notes.txt"
+    kept.write_text("mine")
+    with pytest.raises(ValueError, match=r"notes\.txt is a file, not a result directory"), staged_directory(kept):
+        pass
+    assert kept.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "result"]
+
+
 def test_missing_real_data_skips_locally_and_fails_in_ci(monkeypatch) -> None:
     from realdata import real_data
 

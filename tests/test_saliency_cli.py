@@ -80,6 +80,24 @@ def test_guided_methods_refuse_a_model_with_functional_relus(tmp_path) -> None:
     assert "rectifies with functions (relu" in result.output and not (tmp_path / "s").exists()
 
 
+def test_a_random_label_model_of_another_architecture_or_a_file_as_out_is_refused(tmp_path) -> None:
+    out = tmp_path / "sc"
+    result = CliRunner().invoke(main, ["sanity-check", "--model", "probecnn", "--image", "builtin:chelsea", "--size",
+                                       "64", "--random-labels", "python:test_saliency_methods:FunctionalConv",
+                                       "--test", "data", "--out", str(out)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "--random-labels is not the same architecture as --model: conv.bias is in only one of them" in result.output
+    result = CliRunner().invoke(main, ["sanity-check", "--model", "probecnn", "--image", "builtin:chelsea",
+                                       "--random-labels", "file:nope.pt", "--test", "data", "--out", str(out)])
+    assert result.exit_code == 1 and "--random-labels file:nope.pt: " in result.output, result.output
+    assert not out.exists()
+    out.write_text("a file the user keeps")
+    result = CliRunner().invoke(main, ["saliency", "--model", "probecnn", "--image", "builtin:chelsea", "--out",
+                                       str(out)])
+    assert result.exit_code == 2 and "'--out'" in result.output and "is a file" in result.output, result.output
+    assert out.read_text() == "a file the user keeps" and sorted(p.name for p in tmp_path.iterdir()) == ["sc"]
+
+
 def test_sanity_check_writes_the_similarity_table_for_both_tests(tmp_path) -> None:
     out = tmp_path / "sc"
     methods = ["gradient", "guided-backprop", "grad-cam"]

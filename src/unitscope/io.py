@@ -153,7 +153,9 @@ def publish_directory(staged: Path, target: Path) -> None:
 @contextmanager
 def staged_directory(target: Path) -> Iterator[Path]:
     """Yield an empty sibling directory to build ``target`` in; it becomes ``target`` when the block succeeds
-    and is removed when it raises. Stale siblings of killed runs are removed first."""
+    and is removed when it raises. Stale siblings of killed runs are removed first; a file at ``target`` is refused."""
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{target} is a file, not a result directory: give another path")
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.partial-"
     remove_stale(target.parent, prefix)

@@ -215,6 +215,7 @@ def train_probecnn(
 
     log = {
         "seed": seed,
+        "threads": torch.get_num_threads(),
         "iterations": iterations,
         "batch_size": batch_size,
         "architecture": asdict(architecture),

@@ -11,7 +11,7 @@ from unitscope.probe import DEFAULT_IMAGES, DEFAULT_SIZE, MIN_SIZE
 
 @click.command("probe-dataset")
 @click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="New directory for the dataset (must not exist)."
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the dataset (must not exist)."
 )
 @click.option("--images", default=DEFAULT_IMAGES, show_default=True, type=click.IntRange(min=1), help="Number of images.")
 @click.option(

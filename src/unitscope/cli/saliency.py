@@ -48,7 +48,7 @@ def _saliency_options(command):
                      help="Integrated Gradients' steps."),
         click.option("--seed", type=int, default=SALIENCY_DEFAULTS.seed, show_default=True,
                      help="Seed of SmoothGrad's noise (and of the randomisation)."),
-        click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Result directory."),
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -115,8 +115,11 @@ def sanity_check(tests, order, explain, reset_statistics, random_labels, figure_
     try:
         sanity.validate()
         subject, images, settings = _prepare(**options)
-        other = load_model(random_labels, options["arch"] if random_labels.startswith("file:") else None) \
-            if random_labels else None
+        try:
+            other = load_model(random_labels, options["arch"] if random_labels.startswith("file:") else None) \
+                if random_labels else None
+        except (ValueError, FileNotFoundError) as error:
+            raise ValueError(f"--random-labels {random_labels}: {error}") from None
         written = run_sanity_check(subject, images, out_dir, settings, sanity, other)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
@@ -125,7 +128,8 @@ def sanity_check(tests, order, explain, reset_statistics, random_labels, figure_
     summary = summarize(pd.read_csv(written / "similarity.csv"))
     spearman = summary[summary["metric"] == "spearman-abs"]
     table = spearman.pivot_table(index=["test", "stage"], columns="method", values="median", sort=False,
-                                 dropna=False)
+                                 dropna=False)  # a method whose maps were all constant keeps its (NaN) column
+    table = table[table.index.isin(pd.MultiIndex.from_frame(spearman[["test", "stage"]]))]  # no test × other stages
     click.echo("median Spearman rank correlation (absolute maps) with the original model's maps:", err=True)
     click.echo(table.round(2).to_string(), err=True)
     click.echo(str(written))
@@ -138,7 +142,7 @@ def sanity_check(tests, order, explain, reset_statistics, random_labels, figure_
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Passes over the training digits (default: 80).")
 @click.option("--test-images", type=click.IntRange(0), default=20, show_default=True,
               help="Held-out digits written as PNG files for the sanity check.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 def train_digits(labels, seed, epochs, test_images, out_dir) -> None:
     """Train the digits CNN on scikit-learn's handwritten digits (the data randomisation test's models)."""
     from unitscope.saliency import digits

@@ -105,7 +105,7 @@ def train_digits(out_dir: str | Path, labels: str = "true", seed: int = 0, epoch
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-    record = {"labels": labels, "seed": seed, "epochs": epochs, "classes": CLASSES,
+    record = {"labels": labels, "seed": seed, "threads": torch.get_num_threads(), "epochs": epochs, "classes": CLASSES,
               "train_accuracy": accuracy(model, train_images, train_targets),
               "test_accuracy": accuracy(model, images[held_out], targets[held_out]),
               "train_images": int(len(train_images)), "test_images": int(held_out.sum())}

@@ -176,6 +176,18 @@ class _Comparison:
         return pd.DataFrame(self.rows, columns=SIMILARITY_COLUMNS)
 
 
+def _check_same_architecture(model: torch.nn.Module, other: torch.nn.Module) -> None:
+    """Refuse a random-label model whose parameters and buffers differ in name or shape from ``model``'s."""
+    ours = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    theirs = {name: tuple(value.shape) for name, value in other.state_dict().items()}
+    for name in sorted(ours.keys() | theirs.keys()):
+        if ours.get(name) != theirs.get(name):
+            shapes = ("in only one of them" if name not in ours or name not in theirs
+                      else f"{theirs[name]} where the model has {ours[name]}")
+            raise ValueError(f"--random-labels is not the same architecture as --model: {name} is {shapes}; "
+                             "give the same network trained on permuted labels")
+
+
 def sanity_check(subject: Subject, images: Sequence[Image], out_dir: str | Path,
                  settings: SaliencySettings = SALIENCY_DEFAULTS, sanity: SanitySettings = SANITY_DEFAULTS,
                  random_labels: LoadedModel | None = None) -> Path:
@@ -191,6 +203,8 @@ def sanity_check(subject: Subject, images: Sequence[Image], out_dir: str | Path,
     if ("data" in sanity.tests) != (random_labels is not None):
         raise ValueError("the data randomisation test (--test data) needs the model trained on permuted labels "
                          "(--random-labels SPEC), and that model needs --test data")
+    if random_labels is not None:
+        _check_same_architecture(subject.model.module, random_labels.module)
     inputs, baseline = subject.inputs(images)
     model = subject.model.module
     explainer = Explainer(model, baseline, subject.layer, settings)
