@@ -146,8 +146,8 @@ def test_single_units_and_both_protocols_equal_dense_masks(dissected, tmp_path) 
     """The best single unit's IoUs on the val images, by Net2Vec's protocol and by the dissection's, equal a dense
     computation from the reference activations and label maps."""
     dataset, dissection = dissected
-    written = net2vec_layer(dataset, _loaded(), dissection, tmp_path / "out", Net2VecSettings(epochs=2, lr=1e-3),
-                            device="cpu")
+    written = net2vec_layer(dataset, _loaded(), dissection, tmp_path / "out",
+                            Net2VecSettings(epochs=2, lr=1e-3, sparsity_epochs=1), device="cpu")
     concepts = pd.read_csv(written / "concepts.csv", keep_default_na=False)
     assert concepts.columns.tolist() == CONCEPTS_COLUMNS
     acts = reference_activations(dataset, DyadicNet())["mixed"]
@@ -295,17 +295,19 @@ def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path, monkeypat
                       concepts=["kitchen-s"])
     with pytest.raises(ValueError, match="--epochs must be at least 1"):
         net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=0), device="cpu")
-    # At its peak Net2Vec holds twice the packed binarised units (4×4 positions: 2 bytes per image and unit) and the
-    # per-image tables (10 bytes per image and concept, 12 per image and unit), and one step's 32 bytes per image,
-    # concept and label pixel: 2 × 40 × (6 × 2 + 10 × 10 + 12 × 6) + 32 × 16 × 10 × 16×16 = 1,325,440 bytes here for
-    # 10 concepts; 2 × 40 × (12 + 20 + 72) + 32 × 16 × 2 × 256 = 270,464 for two. It must fit in 3/4 of the memory the
-    # process may use.
-    assert peak_bytes(dataset, len(probed_concepts(dataset)), 6, (4, 4), 16) == 1_325_440
-    assert peak_bytes(dataset, 2, 6, (4, 4), 16) == 270_464
+    # At its peak Net2Vec holds twice what it keeps per image (6 units: 2 packed bytes + 8 each; 6 bytes per concept)
+    # and the larger of a batch of the pass and a training step. The pass of 32 images at 16×16 label pixels holds
+    # 1 byte per image, concept and pixel, and for the images it resamples at once (all 32 here) 4 per concept and
+    # 40 per unit: 256 × (32 × 10 + 32 × (40 + 240)) = 2,375,680 bytes for 10 concepts, above a step's 33 × 16 × 10 ×
+    # 256 = 1,351,680; with the 2 × 40 × (6 × 10 + 60) = 9,600 kept, 2,385,280. For two concepts 2,053,760. It must
+    # fit in 3/4 of the memory the process may use.
+    assert peak_bytes(dataset, len(probed_concepts(dataset)), 6, (4, 4), 16, 32) == 2_385_280
+    assert peak_bytes(dataset, 2, 6, (4, 4), 16, 32) == 5_760 + 256 * (64 + 32 * (8 + 240)) == 2_053_760
     with monkeypatch.context() as patch:
-        patch.setattr("unitscope.net2vec.run.memory_limit", lambda: 1_000_000)
-        with pytest.raises(ValueError, match=r"probes of 10 concepts over 40 images, 16 a step, need 1\.3 MB at the peak, "
-                                             r"more than 3/4 of the 1\.0 MB .* with --concept or lower --step-images"):
+        patch.setattr("unitscope.net2vec.run.memory_limit", lambda: 3_000_000)
+        with pytest.raises(ValueError, match=r"probes of 10 concepts over 40 images \(16 a step, 32 a batch of the "
+                                             r"pass\) need 2\.4 MB at the peak, more than 3/4 of the 3\.0 MB .* "
+                                             r"with --concept, or lower --step-images or --batch-size"):
             net2vec_layer(dataset, _loaded(), dissection, out, device="cpu")
         assert not out.exists()
         net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=1), device="cpu",
@@ -329,10 +331,26 @@ def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path, monkeypat
     assert not out.exists()
 
 
+def test_a_layer_of_one_unit_sweeps_only_all_its_units(dissected, tmp_path) -> None:
+    dataset, _ = dissected
+    one = DyadicNet(units=1)
+    dissect(dataset, one, ["mixed"], tmp_path / "dissect", _settings())
+    loaded = LoadedModel(module=one, spec="python:DyadicNet", name="DyadicNet", default_normalize="none")
+    written = net2vec_layer(dataset, loaded, tmp_path / "dissect" / "mixed", tmp_path / "out",
+                            Net2VecSettings(epochs=1, sparsity_epochs=1), device="cpu")
+    assert set(pd.read_csv(written / "sparsity.csv")["k"]) == {1}
+    with np.load(written / "weights.npz") as weights:
+        assert weights["sparsity_k"].shape == (0,) and weights["sparsity_weight"].shape[0] == 0
+        assert weights["segmentation_weight"].shape[1] == 1
+
+
 def test_report_shows_combinations_beside_single_units(dissected, tmp_path) -> None:
     dataset, dissection = dissected
     written = net2vec_layer(dataset, _loaded(), dissection, tmp_path / "out", Net2VecSettings(epochs=2, lr=1e-3),
                             device="cpu")
+    meta = json.loads((written / "meta.json").read_text())
+    del meta["settings"]["sparsity_epochs"]  # a result written before the sweep could be retrained
+    (written / "meta.json").write_text(json.dumps(meta))
     result = CliRunner().invoke(main, ["report", "--results", str(dissection.parent), "--results", str(written),
                                        "--dataset", str(dataset.root), "--out", str(tmp_path / "site"),
                                        "--workers", "1"])
@@ -342,7 +360,7 @@ def test_report_shows_combinations_beside_single_units(dissected, tmp_path) -> N
     assert "paper: AlexNet (ImageNet) conv5 on Broden" in index and "0.115" in index
     page = (site / "net2vec" / "DyadicNet.html").read_text()
     concepts = pd.read_csv(written / "concepts.csv", keep_default_na=False)
-    assert all(name in page for name in concepts["concept"]) and "Sparsity" in page
+    assert all(name in page for name in concepts["concept"]) and "k largest weights (not retrained)" in page
     shown = [p for p in (site / "concepts").glob("*.html") if p.name != "index.html"]
     assert shown and any("Net2Vec" in p.read_text() for p in shown)
     assert "Net2Vec" in (site / "DyadicNet" / "mixed" / "index.html").read_text()

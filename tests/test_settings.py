@@ -100,6 +100,6 @@ def test_net2vec_defaults_agree() -> None:
     from unitscope.settings import NET2VEC_DEFAULTS
 
     net2vec = SCHEMA["properties"]["net2vec"]["properties"]
-    for key in ("epochs", "lr", "seed"):
+    for key in ("epochs", "lr", "seed", "step_images", "sparsity_epochs"):
         assert net2vec[key]["default"] == getattr(NET2VEC_DEFAULTS, key), key
         assert _option("net2vec", key).default == getattr(NET2VEC_DEFAULTS, key), key

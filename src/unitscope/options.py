@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -10,6 +11,10 @@ from unitscope.settings import NORMALIZATIONS, Shard, parse_shard, resolve_devic
 
 if TYPE_CHECKING:
     import torch
+
+
+#: The type of every ``--out`` result directory: a path that is a file is refused when the command line is parsed.
+OUT_DIRECTORY = click.Path(file_okay=False, path_type=Path)
 
 
 class ShardType(click.ParamType):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from unitscope.options import categories_option, device_option, normalize_option, tag_option, workers_option
+from unitscope.options import OUT_DIRECTORY, categories_option, device_option, normalize_option, tag_option, workers_option
 from unitscope.settings import DISSECT_DEFAULTS
 
 
@@ -17,7 +17,7 @@ from unitscope.settings import DISSECT_DEFAULTS
 @click.option("--activations", "caches", multiple=True, type=click.Path(path_type=Path),
               help="Activation cache directory (`unitscope extract`); repeat for several shards.")
 @click.option("--layer", "layers", multiple=True, required=True, help="Layer to measure; repeat for several.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Results: a directory per layer.")
+@click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Results: a directory per layer.")
 @categories_option
 @click.option("--batch-size", type=click.IntRange(1), default=DISSECT_DEFAULTS.batch_size, show_default=True,
               help="Images per forward pass.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from unitscope.options import (
+    OUT_DIRECTORY,
     categories_option,
     device_option,
     normalize_option,
@@ -26,7 +27,7 @@ from unitscope.settings import CACHE_POLICIES, DISSECT_DEFAULTS, PRESENCE_RULES
 @click.option("--activations", "caches", multiple=True, type=click.Path(path_type=Path),
               help="Activation cache directory (`unitscope extract`); repeat for several shards.")
 @click.option("--layer", "layers", multiple=True, required=True, help="Layer to dissect; repeat for several.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY,
               help="Results: a directory per layer.")
 @click.option("--quantile", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help=f"Top activation quantile α defining T_u  [default: {DISSECT_DEFAULTS.quantile}].")
@@ -118,7 +119,7 @@ def dissect(dataset_dir, model_spec, arch, caches, layers, out_dir, quantile, ne
 
 @click.command()
 @click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Merged output directory.")
+@click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Merged output directory.")
 def merge(parts, out_dir) -> None:
     """Merge the parts of a sharded dissection: top-k parts give thresholds, tally parts the final results."""
     from unitscope import dissect as engine

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from unitscope.options import device_option, normalize_option, workers_option
+from unitscope.options import OUT_DIRECTORY, device_option, normalize_option, workers_option
 from unitscope.settings import COMPOSITIONAL_DEFAULTS, NET2VEC_DEFAULTS, UNION_RULES, WEIGHTINGS
 
 C = COMPOSITIONAL_DEFAULTS
@@ -40,7 +40,7 @@ def _layer_pass(command):
         click.option("--batch-size", type=click.IntRange(1), default=C.batch_size, show_default=True,
                      help="Images per forward pass (the dissection's, for the same activations)."),
         normalize_option, device_option, workers_option,
-        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory."),
+        click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Result directory."),
     ])
 
 
@@ -102,7 +102,7 @@ def compositional(dataset_dir, dissection, model_spec, arch, caches, max_length,
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the random-units control.")
 @normalize_option
 @device_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory.")
+@click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Result directory.")
 def ablate(model_spec, arch, layer, dataset_dir, dissection, split, batch_size, seed, normalize, device,
            out_dir) -> None:
     """Unit ablation (Bau et al. 2020): each unit zeroed, each class's accuracy and logit; each class's top units."""
@@ -136,7 +136,7 @@ def ablate(model_spec, arch, layer, dataset_dir, dissection, split, batch_size, 
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Images per forward pass.")
 @normalize_option
 @device_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory.")
+@click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Result directory.")
 def explain(model_spec, arch, dissection, images, max_images, size, weighting, target, batch_size, normalize, device,
             out_dir) -> None:
     """Explain predictions with interpreted units (Zhou et al. 2018): each logit split over the dissected layer."""

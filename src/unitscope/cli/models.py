@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from unitscope.options import (
+    OUT_DIRECTORY,
     categories_option,
     device_option,
     normalize_option,
@@ -74,7 +75,7 @@ def layers(spec: str, arch: str | None, image_size: int, images: int) -> None:
 @click.option("--model", "spec", required=True, help="Model spec (see docs/cli.md).")
 @click.option("--arch", default=None, help="Architecture spec for a file:PATH model.")
 @click.option("--layer", "layer_names", multiple=True, required=True, help="Dotted layer name; repeat for several.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Cache directory.")
+@click.option("--out", type=OUT_DIRECTORY, required=True, help="Cache directory.")
 @shard_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=DISSECT_DEFAULTS.batch_size, show_default=True,
               help="Images per forward pass; shards split at its multiples (docs/engine.md, Exactness).")
@@ -145,7 +146,7 @@ def _parse_checkpoints(ctx: click.Context, param: click.Parameter, value: str | 
 
 @click.command("train-probecnn")
 @click.option("--dataset", "dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=OUT_DIRECTORY, required=True)
 @click.option(
     "--iterations", type=click.IntRange(min=0), default=TRAIN_ITERATIONS, show_default=True, help="SGD steps."
 )

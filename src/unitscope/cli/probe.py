@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from unitscope.options import OUT_DIRECTORY
+
 from unitscope.probe import DEFAULT_IMAGES, DEFAULT_SIZE, MIN_SIZE
 
 
 @click.command("probe-dataset")
 @click.option(
-    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the dataset (must not exist)."
+    "--out", required=True, type=OUT_DIRECTORY, help="New directory for the dataset (must not exist)."
 )
 @click.option("--images", default=DEFAULT_IMAGES, show_default=True, type=click.IntRange(min=1), help="Number of images.")
 @click.option(

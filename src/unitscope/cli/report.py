@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from unitscope.options import OUT_DIRECTORY
+
 
 
 @click.command("report")
@@ -18,7 +20,7 @@ import click
               help="provenance.json to show (besides those found below --results). Repeatable.")
 @click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The Broden-format dataset the results were computed on (images for the strips).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=OUT_DIRECTORY,
               help="Site directory to write (replaced atomically when complete).")
 @click.option("--reference", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of published NetDissect tally CSVs (and semantics_cvpr_release.mat) to show next to ours.")

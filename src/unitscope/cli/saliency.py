@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from unitscope.options import device_option, normalize_option
+from unitscope.options import OUT_DIRECTORY, device_option, normalize_option
 from unitscope.settings import (
     EXPLAINED_CLASSES,
     RANDOMIZATION_ORDERS,
@@ -48,7 +46,7 @@ def _saliency_options(command):
                      help="Integrated Gradients' steps."),
         click.option("--seed", type=int, default=SALIENCY_DEFAULTS.seed, show_default=True,
                      help="Seed of SmoothGrad's noise (and of the randomisation)."),
-        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory."),
+        click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Result directory."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -142,7 +140,7 @@ def sanity_check(tests, order, explain, reset_statistics, random_labels, figure_
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Passes over the training digits (default: 80).")
 @click.option("--test-images", type=click.IntRange(0), default=20, show_default=True,
               help="Held-out digits written as PNG files for the sanity check.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Output directory.")
 def train_digits(labels, seed, epochs, test_images, out_dir) -> None:
     """Train the digits CNN on scikit-learn's handwritten digits (the data randomisation test's models)."""
     from unitscope.saliency import digits

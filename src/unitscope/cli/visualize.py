@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from unitscope.options import device_option, normalize_option
+from unitscope.options import OUT_DIRECTORY, device_option, normalize_option
 from unitscope.settings import INVERSION_DEFAULTS, VISUALIZATION_METHODS, VISUALIZE_DEFAULTS
 
 D = VISUALIZE_DEFAULTS
@@ -52,7 +52,7 @@ D = VISUALIZE_DEFAULTS
               help="Seed of the initial images and transforms.")
 @normalize_option
 @device_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory.")
+@click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Result directory.")
 def visualize(model_spec, arch, layer, units, dissection, max_units, top_images, dataset, objective, post_activation, methods, size, input_size, steps,
               pixel_steps, copies, diversity, batch_size, seed, normalize, device, out_dir) -> None:
     """Activation maximisation: the image each unit of a layer prefers (Lucid's recipe; Yosinski et al.'s)."""
@@ -96,7 +96,7 @@ def visualize(model_spec, arch, layer, units, dissection, max_units, top_images,
 @click.option("--name", default=None, help="The model's name in the report (default: the spec's).")
 @normalize_option
 @device_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Result directory.")
+@click.option("--out", "out_dir", required=True, type=OUT_DIRECTORY, help="Result directory.")
 def invert(model_spec, arch, layers, images, max_images, size, steps, seed, name, normalize, device, out_dir) -> None:
     """Network inversion (Mahendran & Vedaldi 2015): what each layer keeps of a few images."""
     import dataclasses

@@ -49,10 +49,7 @@ def retrain_top_units(batches: Callable[[int], Iterable[tuple[torch.Tensor, torc
     """For each k of ``ks``, the probes restricted to each concept's k largest |w| units and trained again from
     those weights (:func:`top_units`) and the biases, the other weights held at zero; all k on the same batches.
     The loss is convex in the weights, so the start only decides how fast the restricted optimum is reached."""
-    starts = []
-    for k in ks:
-        kept = top_units(weight, k)
-        starts.append((kept, bias.clone(), kept != 0 if k < weight.shape[1] else None))
+    starts = [(weight * mask, bias, mask) for mask in (top_mask(weight, k) for k in ks)]
     return _fit(batches, starts, alpha, size, epochs, lr, momentum)
 
 
@@ -101,13 +98,15 @@ def units_carrying(weight: torch.Tensor, fraction: float = 0.9) -> torch.Tensor:
     return reached.float().argmax(dim=1) + 1
 
 
+def top_mask(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """(C, K) bool: each concept's ``k`` largest |w| (ties by unit order; all units where ``k`` reaches them)."""
+    keep = torch.zeros_like(weight, dtype=torch.bool)
+    return keep.scatter_(1, weight.abs().topk(min(k, weight.shape[1]), dim=1).indices, True)
+
+
 def top_units(weight: torch.Tensor, k: int) -> torch.Tensor:
     """The weights with only each concept's ``k`` largest |w| kept (the others zero)."""
-    if k >= weight.shape[1]:
-        return weight.clone()
-    keep = torch.zeros_like(weight, dtype=torch.bool)
-    keep.scatter_(1, weight.abs().topk(k, dim=1).indices, True)
-    return weight * keep
+    return weight * top_mask(weight, k)
 
 
 def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -114,16 +114,33 @@ def probed_concepts(dataset: BrodenDataset) -> np.ndarray:
 
 #: Bytes per image, concept and label-map pixel of one training step (logits, their upsampling, the loss's terms and
 #: their gradients: measured 20–33 on CPU).
-STEP_BYTES = 32
+STEP_BYTES = 33
+#: Resampled unit-map values (images × units × label pixels) the pass holds at once while it counts the masks.
+MASK_ELEMENTS = 1 << 23
+#: Bytes per label-map pixel of the pass: per image of a batch and concept (its pixels, bool), and per image of
+#: :func:`mask_images` and concept (their float32 copy) or unit (the resampling's float32 terms and the mask).
+PASS_BYTES = {"concept": 1, "masked concept": 4, "masked unit": 40}
 
 
-def peak_bytes(dataset: BrodenDataset, concepts: int, units: int, map_size: Sequence[int], step_images: int) -> int:
-    """Bytes Net2Vec holds at its peak over every image of ``dataset``: twice (while the batches' parts are joined)
-    the packed binarised units (⌈hw/8⌉ bytes per image and unit) and the per-image tables (10 bytes per image and
-    concept, 12 per image and unit), plus one training step of ``step_images`` images (:data:`STEP_BYTES`)."""
+def mask_images(units: int, label_size: Sequence[int]) -> int:
+    """How many images' unit maps the pass resamples at once (:data:`MASK_ELEMENTS`)."""
+    return max(1, MASK_ELEMENTS // (units * int(np.prod(label_size))))
+
+
+def peak_bytes(dataset: BrodenDataset, concepts: int, units: int, map_size: Sequence[int], step_images: int,
+               batch_size: int) -> int:
+    """At most the bytes Net2Vec holds at its peak over every image of ``dataset``: twice (while the batches' parts
+    are joined) what it keeps per image, the packed binarised units (⌈hw/8⌉ bytes per unit), their means and mask
+    pixels (float32 and int32: 8 bytes per unit), and per concept the containment, presence and pixel count (bool,
+    bool, int32: 6 bytes); plus the larger of a batch of the pass (``batch_size`` images, :data:`PASS_BYTES`) and a
+    training step (``step_images`` images, :data:`STEP_BYTES`). Torch and the model come on top."""
+    pixels = dataset.label_size[0] * dataset.label_size[1]
     packed = -(-int(np.prod(map_size)) // 8)
-    held = len(dataset) * (units * packed + 10 * concepts + 12 * units)
-    return 2 * held + STEP_BYTES * step_images * concepts * dataset.label_size[0] * dataset.label_size[1]
+    held = len(dataset) * (units * (packed + 8) + 6 * concepts)
+    masked = min(batch_size, mask_images(units, dataset.label_size))
+    batch = pixels * (batch_size * PASS_BYTES["concept"] * concepts
+                      + masked * (PASS_BYTES["masked concept"] * concepts + PASS_BYTES["masked unit"] * units))
+    return 2 * held + max(batch, STEP_BYTES * step_images * concepts * pixels)
 
 
 def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_size: int = 32,
@@ -155,15 +172,22 @@ def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_s
             targets = concept_targets(members, seg, concepts)  # (B, C, S)
             labels = (members & (seg.combination_pixels > 0)[:, :, None]).any(dim=1)
             grid = Bilinear(tuple(acts.shape[2:]), size, run.device)
-            masks = (grid.dense(acts.flatten(0, 1)).reshape(b, units, -1) > thresholds[None, :, None]).float().cpu()
+            pixels, hits = [], []
+            for start in range(0, b, mask_images(units, size)):  # the resampled maps a few images at a time
+                part = acts[start:start + mask_images(units, size)]
+                masks = grid.dense(part.flatten(0, 1)).reshape(len(part), units, -1) > thresholds[None, :, None]
+                masks = masks.float().cpu()
+                pixels.append(masks.sum(dim=2))
+                chosen = targets[start:start + len(part)].float().transpose(1, 2)
+                hits.append(torch.bmm(masks, chosen).double())  # exact: at most S per image
+            hits = torch.cat(hits)
             binary = (acts > thresholds[None, :, None, None]).cpu()
             parts["units"].append(np.packbits(binary.flatten(2).numpy(), axis=2))
             parts["features"].append(binary.float().mean(dim=(2, 3)).numpy())
             parts["contains"].append(labels[:, concepts].numpy())
             parts["present"].append((labels.float() @ categories.float() > 0)[:, primary[concepts]].numpy())
             parts["concept_pixels"].append(targets.sum(dim=2).int().numpy())
-            parts["unit_pixels"].append(masks.sum(dim=2).int().numpy())
-            hits = torch.bmm(masks, targets.float().transpose(1, 2)).double()  # exact: at most S per image
+            parts["unit_pixels"].append(torch.cat(pixels).int().numpy())
             train_rows = torch.as_tensor(is_train[np.asarray(indices)])
             unit_hits[0] += hits[train_rows].sum(dim=0)
             unit_hits[1] += hits[~train_rows].sum(dim=0)
@@ -210,13 +234,14 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
             raise ValueError(f"--concept {unknown[0]!r} is not a label of the dissected categories of {dataset.root}")
         probed = np.array(sorted({number[name] for name in concepts}))
     needed = peak_bytes(dataset, len(probed), dissected.meta["units"], dissected.meta["map_size"],
-                        settings.step_images)
+                        settings.step_images, batch_size)
     limit = memory_limit()
     if needed > 3 * limit / 4:
         raise ValueError(f"--dataset {dataset.root}: Net2Vec's probes of {len(probed)} concepts over {len(dataset)} "
-                         f"images, {settings.step_images} a step, need {format_bytes(needed)} at the peak, more than 3/4 "
-                         f"of the {format_bytes(limit)} this process may use (the rest: torch, the model, a batch); "
-                         "name fewer concepts with --concept or lower --step-images")
+                         f"images ({settings.step_images} a step, {batch_size} a batch of the pass) need "
+                         f"{format_bytes(needed)} at the peak, more than 3/4 of the {format_bytes(limit)} this process "
+                         "may use (the rest: torch and the model); name fewer concepts with --concept, or lower "
+                         "--step-images or --batch-size")
     data = gather(dataset, source, dissected, batch_size, normalize, device, workers, probed)
     train, val = np.flatnonzero(data.train), np.flatnonzero(~data.train)  # val: every image not in the train split
     if not len(train) or not len(val):
@@ -292,7 +317,8 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
     numbers = data.concepts[keep]
     categories = [dataset.categories[primary[n]] for n in numbers]
     last = len(ks) - 1
-    rows = [(int(n), names[n], categories[i], int(contains[train][:, i].sum()), int(contains[val][:, i].sum()), float(alpha[i]), float(combo[0][last, i]), float(combo[1][last, i]),
+    rows = [(int(n), names[n], categories[i], int(contains[train][:, i].sum()), int(contains[val][:, i].sum()),
+             float(alpha[i]), float(combo[0][last, i]), float(combo[1][last, i]),
              int(best[i] + 1), float(unit_val[0][best[i], i]), float(unit_val[1][best[i], i]), int(carrying[i]),
              float(ap[i]), int(best_ap[i]) + 1, float(unit_ap[i])) for i, n in enumerate(numbers)]
     table = pd.DataFrame(rows, columns=CONCEPTS_COLUMNS)
@@ -324,8 +350,9 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
         write_csv(sparsity, staged / "sparsity.csv")
         write_npz({"concepts": numbers, "segmentation_weight": weight.numpy(), "segmentation_bias": bias.numpy(),
                    "sparsity_k": np.array(fewer, np.int64),
-                   "sparsity_weight": torch.stack([w for w, _ in restricted]).reshape(-1, *weight.shape).numpy(),
-                   "sparsity_bias": torch.stack([b for _, b in restricted]).reshape(-1, *bias.shape).numpy(),
+                   "sparsity_weight": np.asarray([w.numpy() for w, _ in restricted],
+                                                 np.float32).reshape(-1, *weight.shape),
+                   "sparsity_bias": np.asarray([b.numpy() for _, b in restricted], np.float32).reshape(-1, *bias.shape),
                    "classification_weight": cls_weight.numpy(), "classification_bias": cls_bias.numpy()},
                   staged / "weights.npz")
         write_json(summary, staged / "summary.json")
