@@ -295,6 +295,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(dissected, tmp_path, monkeypat
                       concepts=["kitchen-s"])
     with pytest.raises(ValueError, match="--epochs must be at least 1"):
         net2vec_layer(dataset, _loaded(), dissection, out, Net2VecSettings(epochs=0), device="cpu")
+    other = LoadedModel(module=ChannelNet(), spec="python:ChannelNet", name="ChannelNet", default_normalize="none")
+    with pytest.raises(ValueError, match="--dissection .* was computed with other weights than --model "
+                                         "python:ChannelNet"):  # a network without the layer: named as another one
+        net2vec_layer(dataset, other, dissection, out, device="cpu")
     # At its peak Net2Vec holds twice what it keeps per image (6 units: 2 packed bytes + 8 each; 6 bytes per concept)
     # and the larger of a batch of the pass and a training step. The pass of 32 images at 16×16 label pixels holds
     # 1 byte per image, concept and pixel, and for the images it resamples at once (all 32 here) 4 per concept and

@@ -78,9 +78,9 @@ class Dissected:
         settings = DissectSettings(presence=meta["presence"], rotation=rotation, batch_size=batch_size,
                                    device=device, workers=workers, max_images=meta["dataset"]["images"],
                                    normalize=normalize or meta["normalize"])
+        if isinstance(source, LoadedModel):
+            self.check_weights(source)  # before its layers are looked up: another network is named as such
         run = prepare(dataset, source, [meta["layer"]], settings, None)
-        if run.model is not None:
-            self.check_weights(run.model)
         return run, Transform(rotation, run.device)
 
     def check_unrotated(self, what: str) -> None:
