@@ -406,8 +406,10 @@ def test_cli_out_that_is_a_file_is_one_line(dataset, tmp_path) -> None:
     out.write_text("not a directory")
     result = CliRunner().invoke(main, ["dissect", "--dataset", str(dataset.root), "--model",
                                        "python:test_dissect:DyadicNet", "--layer", "mixed", "--out", str(out)])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"--out {out} is a file; give a directory" in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output  # refused as the command line is parsed
+    assert "Invalid value for '--out'" in result.output and "is a file" in result.output
+    with pytest.raises(DissectError, match=f"--out {out} is a file; give a directory"):
+        dissect(dataset, DyadicNet(), ["mixed"], out, _settings())
     assert out.read_text() == "not a directory"
 
 

@@ -261,7 +261,10 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
     alpha = torch.as_tensor(1 - data.concept_pixels[train][:, keep].sum(axis=0) / (len(train) * pixels),
                             dtype=torch.float32)
     units = data.units.shape[1]
-    bar = progress(total=settings.epochs + settings.sparsity_epochs, desc="segmentation probes", unit="epoch")
+    ks = sorted({min(k or units, units) for k in SPARSITY})
+    fewer = ks[:-1]  # every k but all the units: the probes restricted to their k largest weights
+    retraining = settings.sparsity_epochs if fewer else 0
+    bar = progress(total=settings.epochs + retraining, desc="segmentation probes", unit="epoch")
 
     def batches(epoch: int):
         order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed + epoch))]
@@ -271,11 +274,9 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
 
     weight, bias = train_segmentation(batches, units, alpha, data.label_size, settings.epochs, settings.lr,
                                       settings.momentum)
-    ks = sorted({min(k or units, units) for k in SPARSITY})
-    fewer = ks[:-1]  # every k but all the units: the probes restricted to their k largest weights
-    if settings.sparsity_epochs:
-        restricted = retrain_top_units(batches, weight, bias, fewer, alpha, data.label_size,
-                                       settings.sparsity_epochs, settings.lr, settings.momentum)
+    if retraining:
+        restricted = retrain_top_units(batches, weight, bias, fewer, alpha, data.label_size, retraining, settings.lr,
+                                       settings.momentum)
     else:
         restricted = [(top_units(weight, k), bias) for k in fewer]
     bar.close()
