@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from unitscope.options import OUT_DIRECTORY
-
 from unitscope.probe import DEFAULT_IMAGES, DEFAULT_SIZE, MIN_SIZE
 
 

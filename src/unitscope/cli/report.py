@@ -9,7 +9,6 @@ import click
 from unitscope.options import OUT_DIRECTORY
 
 
-
 @click.command("report")
 @click.option("--results", "results", multiple=True, required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -173,13 +173,12 @@ def gather(dataset: BrodenDataset, source: Source, dissected: Dissected, batch_s
             labels = (members & (seg.combination_pixels > 0)[:, :, None]).any(dim=1)
             grid = Bilinear(tuple(acts.shape[2:]), size, run.device)
             pixels, hits = [], []
-            for start in range(0, b, mask_images(units, size)):  # the resampled maps a few images at a time
-                part = acts[start:start + mask_images(units, size)]
+            chunk = mask_images(units, size)  # the resampled maps a few images at a time
+            for part, chosen in zip(acts.split(chunk), targets.split(chunk)):
                 masks = grid.dense(part.flatten(0, 1)).reshape(len(part), units, -1) > thresholds[None, :, None]
                 masks = masks.float().cpu()
                 pixels.append(masks.sum(dim=2))
-                chosen = targets[start:start + len(part)].float().transpose(1, 2)
-                hits.append(torch.bmm(masks, chosen).double())  # exact: at most S per image
+                hits.append(torch.bmm(masks, chosen.float().transpose(1, 2)).double())  # exact: at most S per image
             hits = torch.cat(hits)
             binary = (acts > thresholds[None, :, None, None]).cpu()
             parts["units"].append(np.packbits(binary.flatten(2).numpy(), axis=2))
@@ -207,13 +206,13 @@ def _iou(hits: np.ndarray, area: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.divide(hits, union, out=np.zeros(hits.shape), where=union > 0)
 
 
-def _protocols(hits: np.ndarray, area, truth: np.ndarray, contains: np.ndarray,
-               present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IoUs (…, C) over a set of images by Net2Vec's protocol (the masks counted on the images that contain the
-    concept) and by the dissection's (every image, the masks counted where the concept's category is present);
-    ``area(where)`` gives the mask pixels counted on the images ``where`` (N, C) says."""
+def _protocols(hits: np.ndarray, areas: tuple[np.ndarray, np.ndarray],
+               truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoUs (…, C) over a set of images by Net2Vec's protocol and by the dissection's, from the mask pixels counted
+    on the images that contain the concept and on those where its category is present (``areas``, each (…, C)) and
+    the concept's pixels ``truth`` (N, C)."""
     total = truth.sum(axis=0)
-    return _iou(hits, area(contains), total), _iou(hits, area(present), total)
+    return _iou(hits, areas[0], total), _iou(hits, areas[1], total)
 
 
 def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissection: str | Path, out_dir: str | Path,
@@ -293,13 +292,12 @@ def net2vec_layer(dataset: str | Path | BrodenDataset, source: Source, dissectio
             sizes = masks.flatten(2).sum(dim=2).numpy()
             areas[0, s] += (sizes * contains[rows]).sum(axis=0)
             areas[1, s] += (sizes * present[rows]).sum(axis=0)
-    truth = data.concept_pixels[val][:, keep]
-    combo = _iou(hits, areas[0], truth.sum(axis=0)), _iou(hits, areas[1], truth.sum(axis=0))
+    combo = _protocols(hits, areas, data.concept_pixels[val][:, keep])
 
     def single(rows: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pixels = data.unit_pixels[rows].astype(np.int64)
-        return _protocols(hits[:, keep], lambda where: pixels.T @ where, data.concept_pixels[rows][:, keep],
-                          contains[rows], present[rows])
+        pixels = data.unit_pixels[rows].astype(np.int64).T
+        return _protocols(hits[:, keep], (pixels @ contains[rows], pixels @ present[rows]),
+                          data.concept_pixels[rows][:, keep])
 
     best = single(train, data.unit_hits[0])[0].argmax(axis=0)  # each concept's best single unit, on train images
     unit_val = single(val, data.unit_hits[1])
