@@ -25,7 +25,12 @@ from unitscope.visualize.inversion import (
 from unitscope.visualize.maximize import diversity, gaussian_blur, maximize
 from unitscope.visualize.objectives import Objective, check, values
 from unitscope.saliency.rectifiers import RectifierError
-from unitscope.visualize.parameterization import FourierImage, fft_frequencies, spectrum_scale
+from unitscope.visualize.parameterization import (
+    COLOR_CORRELATION_SVD_SQRT,
+    FourierImage,
+    fft_frequencies,
+    spectrum_scale,
+)
 from unitscope.visualize.projections import PROJECTIONS, project, support_box
 from unitscope.visualize.transforms import PAD, PAD_VALUE, affine, draw, transform
 
@@ -85,6 +90,17 @@ def test_fourier_image_of_a_constant_spectrum():
     assert torch.allclose(image()[0], expected.view(3, 1, 1).expand(3, 8, 8), atol=1e-6)
 
 
+def test_decorrelated_colour_is_lucids():
+    image = FourierImage(8, seeds=[0, 1])
+    plain = FourierImage(8, seeds=[0, 1], decorrelate=False)
+    raw = torch.logit(plain().detach()).permute(0, 2, 3, 1).reshape(-1, 3).double().numpy()
+    # lucid/optvis/param/color.py: t_flat @ (svd_sqrt / max column norm).T, per pixel
+    svd_sqrt = COLOR_CORRELATION_SVD_SQRT.astype(np.float64)
+    expected = raw @ (svd_sqrt / np.linalg.norm(svd_sqrt, axis=0).max()).T
+    got = torch.logit(image().detach().double()).permute(0, 2, 3, 1).reshape(-1, 3).numpy()
+    assert np.allclose(got, expected, atol=1e-5)
+
+
 def test_fourier_images_are_seeded_per_image():
     a, b = FourierImage(16, seeds=[3, 4]), FourierImage(16, seeds=[4])
     assert torch.equal(a.spectrum[1], b.spectrum[0])
@@ -105,7 +121,10 @@ def test_transforms_keep_sizes_are_seeded_and_compose_exactly():
     grid = lambda params: torch.nn.functional.affine_grid(  # noqa: E731
         affine(params, side)[None].expand(2, 2, 3), list(padded.shape), align_corners=False)
     sample = lambda params: torch.nn.functional.grid_sample(  # noqa: E731
-        padded, grid(params), padding_mode="border", align_corners=False)  # as transform() samples
+        padded, grid(params), padding_mode="border", align_corners=False)
+    # transform() samples the unpadded image: the same as sampling the grey-padded canvas, grey beyond it
+    for i, seed in enumerate((1, 2)):
+        assert torch.allclose(out[i], sample(draw(np.random.default_rng(seed)))[i], atol=1e-5)
     assert torch.allclose(sample((0, 0, 1.0, 0.0, 0, 0)), padded, atol=1e-5)
     shifted = sample((3, 2, 1.0, 0.0, 1, 0))  # content moves right by 3 + 1 and down by 2
     assert torch.allclose(shifted[..., 2:, 4:], padded[..., :-2, :-4], atol=1e-5)
@@ -162,6 +181,7 @@ def test_batched_images_equal_one_at_a_time():
         assert torch.allclose(batched.images[i], alone.images[0], atol=1e-5)
     again = maximize(model, "3", objectives, "none", settings, seeds=[7, 8, 9])
     assert torch.equal(batched.images, again.images)
+    assert all(parameter.grad is None for parameter in model.parameters())  # the model is left as it was
 
 
 def test_diversity_of_identical_and_orthogonal_copies():

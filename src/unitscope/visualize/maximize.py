@@ -124,7 +124,7 @@ def _lucid(forward: Forward, objectives: Sequence[Objective], seeds: Sequence[in
         loss = -values(objectives, output).sum()
         if settings.copies > 1:
             loss = loss + settings.diversity * diversity(output, groups)
-        loss.backward()
+        loss.backward(inputs=list(image.parameters()))  # no gradients of the model's weights
         optimizer.step()
         step()
     with torch.no_grad():

@@ -53,13 +53,13 @@ class FourierImage(nn.Module):
         self.spectrum = nn.Parameter(torch.stack([_normal((3, *freqs.shape, 2), s) * SPECTRUM_SD for s in seeds]))
         self.register_buffer("scale", torch.from_numpy(spectrum_scale(size, size)).float()[None, None, ..., None])
         normalized = COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))
-        self.register_buffer("color", torch.from_numpy(normalized.T.copy()))
+        self.register_buffer("color", torch.from_numpy(normalized.copy()))
 
     def forward(self) -> torch.Tensor:
         spectrum = torch.view_as_complex((self.scale * self.spectrum).contiguous())
         image = torch.fft.irfftn(spectrum, s=(self.size, self.size), norm="ortho") / SPECTRUM_DIVISOR
         if self.decorrelate:
-            image = torch.einsum("bchw,cd->bdhw", image, self.color)
+            image = (self.color @ image.flatten(2)).view_as(image)  # Lucid: pixels (N, 3) @ color.T
         return torch.sigmoid(image)
 
 

@@ -5,6 +5,8 @@ rotate by one of −10…10° (0° five times more likely, as Lucid's list), jit
 Lucid draws one transformation per step for the whole batch; here every image draws its own from its own
 generator (so an image does not depend on which others share its batch), and the jitters, scale and rotation
 are composed into one affine map sampled with ``grid_sample`` (bilinear): one interpolation instead of three.
+The grey pad is not built: the image minus grey is sampled with zeros outside, plus grey, the same values at
+less cost.
 Lucid's jitter crops the canvas by d pixels at a random offset, a shift of −d/2 … d/2 − 1 about its centre; here
 the shift is the same and the canvas keeps its size, the grey border repeated where a shift, a scale below 1 or a
 rotation uncovers the outside (Lucid's crops never do; its rotation fills corners with black). Scale and rotation
@@ -37,9 +39,10 @@ def draw(rng: np.random.Generator) -> tuple[int, int, float, float, int, int]:
     return dx1, dy1, scale, degrees, dx2, dy2
 
 
-def affine(params: Sequence[float], side: int) -> torch.Tensor:
+def affine(params: Sequence[float], side: int, source: int | None = None) -> torch.Tensor:
     """The (2, 3) ``affine_grid`` matrix mapping output to input coordinates (normalised, ``align_corners=False``)
-    of translate(dx1, dy1) → scale → rotate → translate(dx2, dy2) on a ``side``-pixel square canvas."""
+    of translate(dx1, dy1) → scale → rotate → translate(dx2, dy2) on a ``side``-pixel square canvas; the input
+    coordinates of a ``source``-pixel image centred on the canvas (default: the canvas itself)."""
     dx1, dy1, scale, degrees, dx2, dy2 = params
     theta = math.radians(degrees)
     cos, sin = math.cos(theta), math.sin(theta)
@@ -49,14 +52,15 @@ def affine(params: Sequence[float], side: int) -> torch.Tensor:
     shift2 = torch.tensor([dx2, dy2], dtype=torch.float64) * to_unit
     shift1 = torch.tensor([dx1, dy1], dtype=torch.float64) * to_unit
     offset = -inverse @ shift2 - shift1
-    return torch.cat([inverse, offset[:, None]], dim=1).float()
+    return (torch.cat([inverse, offset[:, None]], dim=1) * (side / (source or side))).float()
 
 
 def transform(images: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
     """Images (B, 3, S, S) in [0, 1] → (B, 3, S + 2·PAD, S + 2·PAD), image ``i`` transformed by a draw of
     ``rngs[i]``."""
-    padded = F.pad(images, [PAD] * 4, value=PAD_VALUE)
-    side = padded.shape[-1]
-    theta = torch.stack([affine(draw(rng), side) for rng in rngs]).to(images.device, images.dtype)
-    grid = F.affine_grid(theta, list(padded.shape), align_corners=False)
-    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    source = images.shape[-1]
+    side = source + 2 * PAD
+    theta = torch.stack([affine(draw(rng), side, source) for rng in rngs]).to(images.device, images.dtype)
+    grid = F.affine_grid(theta, [len(images), images.shape[1], side, side], align_corners=False)
+    return F.grid_sample(images - PAD_VALUE, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False) + PAD_VALUE
