@@ -46,6 +46,8 @@ def test_saliency_explains_a_chosen_class(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert pd.read_csv(tmp_path / "s" / "predictions.csv")["target"].tolist() == [3]
     assert np.load(tmp_path / "s" / "maps.npz").files == ["gradient"]
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    assert meta["layer"] is None and meta["settings"]["grad_cam"]["layer"] is None  # no Grad-CAM ran
 
 
 @pytest.mark.parametrize(("args", "message"), [

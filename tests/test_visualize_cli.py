@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -108,6 +109,17 @@ def test_visualize_takes_the_dissections_detectors_and_records_their_peaks(disse
     assert f'src="../../{view}"' in unit_page and (site / view).is_file()
     overview = (site / "visualize" / f"{model}.html").read_text()
     assert f"unit-{detectors[2]:04d}-pixel-0.webp" in overview and f"../{model}/conv4/unit-" in overview
+
+    # without the layer's dissection among the results, the overview shows the units without links to pages
+    other = tmp_path / "other-network"
+    shutil.copytree(dissection, other)
+    (other / "meta.json").write_text(json.dumps({**meta, "model": "another network"}))
+    site = build_site([other, out], dataset, tmp_path / "site-without", workers=1)
+    overview = site / "visualize" / f"{model}.html"
+    assert f"unit-{detectors[2]:04d}-pixel-0.webp" in overview.read_text()
+    links = re.findall(r'href="([^"#]+)"', overview.read_text())
+    assert links and all((overview.parent / link).resolve().is_file() for link in links)
+    assert not [link for link in links if "/unit-" in link]
     assert "Visualisations" in (site / "index.html").read_text()
 
 

@@ -62,7 +62,7 @@ class AblationSection(Section):
         for model, layers in models.items():
             site.page(f"ablation/{slugify(model)}.html", "ablation.html", title=f"Ablation · {model}",
                       section="ablation", model=model, layers=layers,
-                      unit_page=lambda layer, unit: f"../{slugify(model)}/{slugify(layer)}/unit-{unit:04d}.html",
+                      unit_page=lambda layer, unit, model=model: panels.unit_page(model, layer, unit),
                       crumbs=[("Ablation", "index.html"), (model, None)])
         site.page("ablation/index.html", "ablation_index.html", title="Ablation", section="ablation",
                   models=[{"name": model, "path": f"{slugify(model)}.html", "layers": [entry["layer"] for entry in layers]}

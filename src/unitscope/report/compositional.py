@@ -70,7 +70,7 @@ class CompositionalSection(Section):
         for model, layers in models.items():
             site.page(f"compositional/{slugify(model)}.html", "compositional.html", title=f"Formulas · {model}",
                       section="compositional", model=model, layers=layers, union=UNION_TEXT,
-                      unit_page=lambda layer, unit: f"../{slugify(model)}/{slugify(layer)}/unit-{unit:04d}.html",
+                      unit_page=lambda layer, unit, model=model: panels.unit_page(model, layer, unit),
                       crumbs=[("Formulas", "index.html"), (model, None)])
         site.page("compositional/index.html", "compositional_index.html", title="Formulas", section="compositional",
                   models=[{"name": model, "path": f"{slugify(model)}.html", "layers": layers}

@@ -62,6 +62,8 @@ class DissectionSection(Section):
                 tqdm.write(f"warning: {run.path}/meta.json: dataset index_sha256 differs from --dataset {inputs.dataset}")
         self.paged = [run for run in self.collection.runs if not run.variant]
         self.infos = {run.slug: pages.unit_infos(run) for run in self.paged}
+        self.unit_pages = {(run.model, run.layer): (run, {info.unit for info in self.infos[run.slug]})
+                           for run in self.paged}
         for run in self.paged:
             _check_maps(run, self.infos[run.slug])
 
@@ -72,6 +74,10 @@ class DissectionSection(Section):
     def write_pages(self, site: SiteWriter, panels: Panels) -> None:
         _build(self.collection, self.reference, self.inputs.citation, self.infos, self.data,
                Path(self.inputs.dataset), site, self.tile_height, self.inputs.workers, panels)
+
+    def unit_page(self, model: str, layer: str, unit: int) -> str | None:
+        run, units = self.unit_pages.get((model, layer), (None, ()))
+        return pages.unit_path(run, unit) if unit in units else None
 
     def search_rows(self) -> Mapping[str, list[list]]:
         concepts = pages.concepts(self.collection, self.infos)

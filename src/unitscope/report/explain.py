@@ -78,8 +78,7 @@ class ExplanationSection(Section):
             cards = [self._card(entry, row) for row in entry.images.to_dict("records")]
             site.page(f"explain/{slugify(model)}.html", "explain.html", title=f"Explanations · {model}",
                       section="explain", entry=entry, cards=cards, weighting=WEIGHTING_TEXT[entry.meta["weighting"]],
-                      unit_page=lambda unit, e=entry: (f"../{slugify(e.meta['model'])}/{slugify(e.meta['layer'])}/"
-                                                       f"unit-{unit:04d}.html"),
+                      unit_page=lambda unit, e=entry: panels.unit_page(e.meta["model"], e.meta["layer"], unit),
                       image_tile=IMAGE_TILE, unit_tile=UNIT_TILE,
                       crumbs=[("Explanations", "index.html"), (model, None)])
         site.page("explain/index.html", "explain_index.html", title="Explanations", section="explain",

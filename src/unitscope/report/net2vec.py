@@ -66,7 +66,7 @@ class Net2VecSection(Section):
         for model, layers in models.items():
             site.page(f"net2vec/{slugify(model)}.html", "net2vec.html", title=f"Net2Vec · {model}", section="net2vec",
                       model=model, layers=layers, number=_number,
-                      unit_page=lambda layer, unit: f"../{slugify(model)}/{slugify(layer)}/unit-{unit:04d}.html",
+                      unit_page=lambda layer, unit, model=model: panels.unit_page(model, layer, unit),
                       crumbs=[("Net2Vec", "index.html"), (model, None)])
         reference = next(iter(self.layers.values())).summary["reference"] if self.layers else {}
         site.page("net2vec/index.html", "net2vec_index.html", title="Net2Vec", section="net2vec", reference=reference,

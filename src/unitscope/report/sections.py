@@ -69,6 +69,10 @@ class Panels:
     def concept(self, name: str) -> list[Panel]:
         return [panel for section in self.sections for panel in section.concept_panels(name)]
 
+    def unit_page(self, model: str, layer: str, unit: int) -> str | None:
+        """The site path of the page of 1-based ``unit`` of (model, layer), ``None`` where no section has one."""
+        return next((page for section in self.sections if (page := section.unit_page(model, layer, unit))), None)
+
 
 class Section:
     """One kind of result on the site. Subclasses set :attr:`kind` and override what they contribute."""
@@ -94,6 +98,10 @@ class Section:
 
     def concept_panels(self, name: str) -> list[Panel]:
         return []
+
+    def unit_page(self, model: str, layer: str, unit: int) -> str | None:
+        """The site path of this section's page of 1-based ``unit`` of (model, layer), if it writes one."""
+        return None
 
     def search_rows(self) -> Mapping[str, list[list]]:
         """Rows of the site search by list (``concepts``, ``units``); see :mod:`unitscope.report.search`."""

@@ -87,7 +87,7 @@ class VisualizationSection(Section):
         for model, layers in models.items():
             site.page(f"visualize/{slugify(model)}.html", "visualize.html", title=f"Visualisations · {model}",
                       section="visualize", model=model, layers=layers, names=METHOD_NAMES, tile=TILE,
-                      unit_page=lambda layer, unit: f"../{slugify(model)}/{slugify(layer)}/unit-{unit:04d}.html",
+                      unit_page=lambda layer, unit, model=model: panels.unit_page(model, layer, unit),
                       crumbs=[("Visualisations", "index.html"), (model, None)])
         site.page("visualize/index.html", "visualize_index.html", title="Visualisations", section="visualize",
                   models=[{"name": model, "path": f"{slugify(model)}.html",

@@ -168,7 +168,7 @@ class Explainer:
 
 
 def method_settings(settings: SaliencySettings, layer: str | None, normalize: str) -> dict[str, object]:
-    """What ``meta.json`` records of how the maps were made."""
+    """What ``meta.json`` records of how the maps were made (Grad-CAM's ``layer``: ``None`` where it does not run)."""
     return {
         "methods": list(settings.methods),
         "smoothgrad": {"samples": settings.smoothgrad_samples, "noise": settings.smoothgrad_noise,

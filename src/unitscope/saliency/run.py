@@ -23,7 +23,7 @@ from unitscope.models.registry import LoadedModel
 from unitscope.progress import progress
 from unitscope.saliency.images import Image
 from unitscope.saliency.maps import diverging, grayscale
-from unitscope.saliency.methods import Explainer, Explanation, method_settings, seed_of
+from unitscope.saliency.methods import LAYER_METHODS, Explainer, Explanation, method_settings, seed_of
 from unitscope.saliency.randomization import randomization_blocks, stages
 from unitscope.saliency.similarity import HOG_MIN_SIDE, METRICS, noise_map, similarities, sobel_map
 from unitscope.settings import SALIENCY_DEFAULTS, SANITY_DEFAULTS, SaliencySettings, SanitySettings
@@ -55,6 +55,10 @@ class Subject:
         pixels = torch.from_numpy(np.stack([image.pixels for image in images])).permute(0, 3, 1, 2).contiguous()
         normalize = normalizer(self.normalize)
         return normalize(pixels).to(self.device), normalize(torch.zeros_like(pixels[:1])).to(self.device)
+
+    def grad_cam_layer(self, settings: SaliencySettings) -> str | None:
+        """The layer Grad-CAM's maps come from, ``None`` where no Grad-CAM method runs."""
+        return self.layer if LAYER_METHODS & set(settings.methods) else None
 
     def meta(self, kind: str) -> dict:
         return {"kind": kind, "schema_version": SCHEMA_VERSION, "model": self.model.name,
@@ -134,9 +138,9 @@ def explain_images(subject: Subject, images: Sequence[Image], out_dir: str | Pat
         write_npz({m: maps.numpy() for m, maps in explanation.maps.items()}, staged / "maps.npz")
         write_npz({"pixels": np.stack([image.pixels for image in images])}, staged / "images.npz", compressed=True)
         write_csv(table, staged / "predictions.csv")
-        write_json({**subject.meta(SALIENCY_KIND), "layer": subject.layer, "images": _images_meta(images),
-                    "target": target or "predicted", "settings": method_settings(settings, subject.layer,
-                                                                                  subject.normalize)},
+        layer = subject.grad_cam_layer(settings)
+        write_json({**subject.meta(SALIENCY_KIND), "layer": layer, "images": _images_meta(images),
+                    "target": target or "predicted", "settings": method_settings(settings, layer, subject.normalize)},
                    staged / "meta.json")
     return out_dir
 
@@ -246,8 +250,9 @@ def sanity_check(subject: Subject, images: Sequence[Image], out_dir: str | Path,
             run("data", RANDOM_LABELS, random_labels.module.to(subject.device).eval(), None, [])
             bar.update()
     out_dir = Path(out_dir)
-    meta = {**subject.meta(SANITY_KIND), "layer": subject.layer, "images": _images_meta(images),
-            "settings": method_settings(settings, subject.layer, subject.normalize), "sanity": asdict(sanity),
+    layer = subject.grad_cam_layer(settings)
+    meta = {**subject.meta(SANITY_KIND), "layer": layer, "images": _images_meta(images),
+            "settings": method_settings(settings, layer, subject.normalize), "sanity": asdict(sanity),
             "blocks": [{"name": b.name, "modules": list(b.modules)} for b in blocks],
             "random_labels": None if random_labels is None else {
                 "model_spec": random_labels.spec, "weights_sha256": random_labels.weights_sha256(),
