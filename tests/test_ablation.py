@@ -18,6 +18,8 @@ from unitscope.broden.writer import BrodenWriter
 from unitscope.cli import main
 from unitscope.models import LoadedModel
 
+from test_report import unit_links
+
 SCENES = ["beach-s", "kitchen-s", "forest-s"]
 COLOURS = [(220, 40, 40), (40, 220, 40), (40, 40, 220)]
 
@@ -137,6 +139,7 @@ def test_report_shows_the_effects_with_the_dissection_labels(dataset, tmp_path) 
     site = tmp_path / "site"
     unit_page = next(site.rglob("unit-0002.html")).read_text()
     assert "Removing this unit lowers kitchen-s by" in unit_page
+    assert unit_links(site / "ablation" / "ChannelNet.html")  # the most important units link to their pages
     model_page = (site / "ablation" / "ChannelNet.html").read_text()
     assert all(scene in model_page for scene in SCENES) and "only top n kept" in model_page
     assert "No held-out image of this class" in model_page

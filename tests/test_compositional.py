@@ -14,6 +14,7 @@ from torch import nn
 
 from compositional_reference import beam_search, concept_masks, presence
 from test_dissect import IMAGE, LABEL, LABELS, DyadicNet, _read, _settings, make_dataset, reference_activations
+from test_report import unit_links
 from test_tally import bilinear_reference
 from unitscope.broden.reader import BrodenDataset
 from unitscope.broden.writer import BrodenWriter
@@ -241,6 +242,7 @@ def test_report_shows_formulas_on_unit_layer_and_model_pages(dataset, dissected,
     layer_page = (next(site.rglob("unit-0002.html")).parent / "index.html").read_text()
     summary = json.loads((written / "summary.json").read_text())
     assert f"{summary['mean_iou']['3']:.3f}" in layer_page
+    assert len(unit_links(site / "compositional" / f"{model}.html")) == len(best)
     model_page = (site / "compositional" / f"{model}.html").read_text()
     assert all(escape(text) in model_page for text in best["formula"])
     assert "Formulas" in (site / "index.html").read_text()

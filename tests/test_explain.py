@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from test_dissect import make_dataset
+from test_report import unit_links
 from unitscope.cli import main
 from unitscope.dissect import DissectSettings, dissect
 from unitscope.dissect.result import Dissected
@@ -143,6 +144,7 @@ def test_cli_refuses_other_weights_and_renders_the_page(setup, tmp_path) -> None
                                   str(written), "--dataset", str(dataset.root), "--out", str(tmp_path / "site"),
                                   "--workers", "1"])
     assert result.exit_code == 0, result.output
+    assert unit_links(tmp_path / "site" / "explain" / "PoolNet.html")
     page = (tmp_path / "site" / "explain" / "PoolNet.html").read_text()
     assert all(image.name in page for image in images) and "= bias" in page
     assert (tmp_path / "site" / "explain" / "PoolNet" / f"{images[0].name}-cam.webp").is_file()

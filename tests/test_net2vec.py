@@ -15,6 +15,7 @@ from sklearn.metrics import average_precision_score
 
 from compositional_reference import concept_masks
 from test_dissect import DyadicNet, _settings, make_dataset, reference_activations
+from test_report import unit_links
 from test_tally import bilinear_reference
 from unitscope.cli import main
 from unitscope.dissect import dissect
@@ -362,6 +363,7 @@ def test_report_shows_combinations_beside_single_units(dissected, tmp_path) -> N
     site = tmp_path / "site"
     index = (site / "net2vec" / "index.html").read_text()
     assert "paper: AlexNet (ImageNet) conv5 on Broden" in index and "0.115" in index
+    assert unit_links(site / "net2vec" / "DyadicNet.html")  # each concept's best single unit
     page = (site / "net2vec" / "DyadicNet.html").read_text()
     concepts = pd.read_csv(written / "concepts.csv", keep_default_na=False)
     assert all(name in page for name in concepts["concept"]) and "k largest weights (not retrained)" in page

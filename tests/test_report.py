@@ -306,6 +306,12 @@ def check_links(site: Path) -> int:
     return checked
 
 
+def unit_links(page: Path) -> list[str]:
+    """The links of ``page`` to unit pages, after checking that every link of its site resolves."""
+    check_links(page.parent.parent)
+    return [ref for ref in parse(page).refs if "/unit-" in ref and ref.endswith(".html")]
+
+
 def test_every_link_resolves(study) -> None:
     _, _, site = study
     assert check_links(site) > 500

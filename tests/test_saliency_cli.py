@@ -123,6 +123,7 @@ def test_sanity_check_writes_the_similarity_table_for_both_tests(tmp_path) -> No
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kind"] == "sanity-check" and meta["figure"]["stages"] == ["original", *blocks]
     assert [b["name"] for b in meta["blocks"]] == blocks and meta["sanity"]["explain"] == "own"
+    assert meta["layer"] == meta["settings"]["grad_cam"]["layer"] == "conv4"
     assert "median Spearman rank correlation" in result.output
 
 
@@ -136,6 +137,7 @@ def test_sanity_check_options_reach_the_run(tmp_path) -> None:
     assert meta["sanity"] | {"tests": list(meta["sanity"]["tests"])} == {
         "tests": ["independent"], "order": "bottom-up", "explain": "original", "reset_statistics": True, "seed": 0,
         "figure_images": 0}
+    assert meta["layer"] is None  # gradient only: no Grad-CAM layer
     assert pd.read_csv(out / "stages.csv")["stage"].tolist() == ["conv1", "conv2", "conv3", "conv4", "fc"]
     assert np.load(out / "figure.npz")["maps"].shape == (1, 1, 0, 64, 64)  # no cascading test, no figure image
     result = CliRunner().invoke(main, ["sanity-check", "--model", "probecnn", "--image", "builtin:chelsea", "--size",

@@ -433,8 +433,9 @@ def test_tiny_workflow_end_to_end(clone: Path) -> None:
         page = (clone / f"reports/site/sanity/{model}.html").read_text()
         assert "Data randomisation" in page and "What these checks cannot tell" in page
     page = (clone / "reports/site/saliency/probecnn.html").read_text()
-    assert "Grad-CAM at <code>conv4</code>" in page  # the settings of the methods that ran, and only those
-    assert "Integrated Gradients" not in page.split("</p>")[0] and "SmoothGrad" not in page.split("</p>")[0]
+    lead = re.search(r'<p class="lead">(.*?)</p>', page, re.S).group(1)  # the settings of the methods that ran
+    assert "Grad-CAM at <code>conv4</code>" in lead and "Guided Backprop" in lead
+    assert "Integrated Gradients" not in lead and "SmoothGrad" not in lead
     assert (clone / "reports/site/saliency/digits-cnn/002-grad-cam.webp").is_file()
 
     # Unit visualisations of the best detectors by both methods, on the unit pages and the model's page.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,7 +63,7 @@ class AblationSection(Section):
         for model, layers in models.items():
             site.page(f"ablation/{slugify(model)}.html", "ablation.html", title=f"Ablation · {model}",
                       section="ablation", model=model, layers=layers,
-                      unit_page=lambda layer, unit, model=model: panels.unit_page(model, layer, unit),
+                      unit_page=partial(panels.unit_page, model),
                       crumbs=[("Ablation", "index.html"), (model, None)])
         site.page("ablation/index.html", "ablation_index.html", title="Ablation", section="ablation",
                   models=[{"name": model, "path": f"{slugify(model)}.html", "layers": [entry["layer"] for entry in layers]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,7 +71,7 @@ class CompositionalSection(Section):
         for model, layers in models.items():
             site.page(f"compositional/{slugify(model)}.html", "compositional.html", title=f"Formulas · {model}",
                       section="compositional", model=model, layers=layers, union=UNION_TEXT,
-                      unit_page=lambda layer, unit, model=model: panels.unit_page(model, layer, unit),
+                      unit_page=partial(panels.unit_page, model),
                       crumbs=[("Formulas", "index.html"), (model, None)])
         site.page("compositional/index.html", "compositional_index.html", title="Formulas", section="compositional",
                   models=[{"name": model, "path": f"{slugify(model)}.html", "layers": layers}

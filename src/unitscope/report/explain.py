@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,7 +79,7 @@ class ExplanationSection(Section):
             cards = [self._card(entry, row) for row in entry.images.to_dict("records")]
             site.page(f"explain/{slugify(model)}.html", "explain.html", title=f"Explanations · {model}",
                       section="explain", entry=entry, cards=cards, weighting=WEIGHTING_TEXT[entry.meta["weighting"]],
-                      unit_page=lambda unit, e=entry: panels.unit_page(e.meta["model"], e.meta["layer"], unit),
+                      unit_page=partial(panels.unit_page, entry.meta["model"], entry.meta["layer"]),
                       image_tile=IMAGE_TILE, unit_tile=UNIT_TILE,
                       crumbs=[("Explanations", "index.html"), (model, None)])
         site.page("explain/index.html", "explain_index.html", title="Explanations", section="explain",

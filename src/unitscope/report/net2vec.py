@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,7 +67,7 @@ class Net2VecSection(Section):
         for model, layers in models.items():
             site.page(f"net2vec/{slugify(model)}.html", "net2vec.html", title=f"Net2Vec · {model}", section="net2vec",
                       model=model, layers=layers, number=_number,
-                      unit_page=lambda layer, unit, model=model: panels.unit_page(model, layer, unit),
+                      unit_page=partial(panels.unit_page, model),
                       crumbs=[("Net2Vec", "index.html"), (model, None)])
         reference = next(iter(self.layers.values())).summary["reference"] if self.layers else {}
         site.page("net2vec/index.html", "net2vec_index.html", title="Net2Vec", section="net2vec", reference=reference,

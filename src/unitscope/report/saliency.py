@@ -18,6 +18,7 @@ from unitscope.report.collect import ReportInputError, read_result, slugify
 from unitscope.report.sections import NavLink, Panels, Section, SiteInputs
 from unitscope.report.strips import save_webp
 from unitscope.saliency.maps import diverging, grayscale
+from unitscope.saliency.methods import SETTING_METHODS
 from unitscope.saliency.run import RANDOM_LABELS, SIMILARITY_COLUMNS, summarize
 from unitscope.saliency.similarity import CONTROLS, METRICS
 
@@ -108,6 +109,7 @@ class SaliencySection(Section):
             entries.append({"key": key, "model": meta["model"], "images": len(rows)})
             site.page(f"saliency/{key}.html", "saliency.html", title=f"Saliency · {meta['model']}", section="saliency",
                       meta=meta, rows=rows, methods=methods, names=METHOD_NAMES, tile=MAP_TILE,
+                      shown={part for part, users in SETTING_METHODS.items() if users & set(methods)},
                       crumbs=[("Saliency", "index.html"), (meta["model"], None)])
         sanity = [entry for section in panels.sections if isinstance(section, SanitySection)
                   for entry in section.entries()]

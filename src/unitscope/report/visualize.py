@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,7 +88,7 @@ class VisualizationSection(Section):
         for model, layers in models.items():
             site.page(f"visualize/{slugify(model)}.html", "visualize.html", title=f"Visualisations · {model}",
                       section="visualize", model=model, layers=layers, names=METHOD_NAMES, tile=TILE,
-                      unit_page=lambda layer, unit, model=model: panels.unit_page(model, layer, unit),
+                      unit_page=partial(panels.unit_page, model),
                       crumbs=[("Visualisations", "index.html"), (model, None)])
         site.page("visualize/index.html", "visualize_index.html", title="Visualisations", section="visualize",
                   models=[{"name": model, "path": f"{slugify(model)}.html",

@@ -37,6 +37,10 @@ from unitscope.settings import SALIENCY_DEFAULTS, SaliencySettings
 #: Methods that need a convolutional layer, and those that need the model's rectifiers.
 LAYER_METHODS = frozenset({"grad-cam", "guided-grad-cam"})
 RECTIFIER_RULES = {"guided-backprop": "guided", "deconvnet": "deconv", "guided-grad-cam": "guided"}
+#: The methods each part of the recorded settings applies to.
+SETTING_METHODS = {"smoothgrad": frozenset({"smoothgrad", "smoothgrad-ig"}),
+                   "integrated_gradients": frozenset({"integrated-gradients", "smoothgrad-ig"}),
+                   "grad_cam": LAYER_METHODS, "rectifiers": frozenset(RECTIFIER_RULES)}
 #: The fixed choices the papers make (recorded with the settings in ``meta.json``).
 GRADCAM_RELU = True
 GRADCAM_UPSAMPLE = "bilinear"
